@@ -1,0 +1,19 @@
+"""The pack's ComfyUI nodes. This package is the only code in the pack that imports comfy.
+
+Each node module lists its node classes in ``NODES``; node ids are a contract with users' saved
+workflows, so they never change once released.
+"""
+
+from comfy_api.latest import ComfyExtension, io
+
+
+NODE_MODULES = ()
+
+
+def all_nodes() -> list[type[io.ComfyNode]]:
+    return [node for module in NODE_MODULES for node in module.NODES]
+
+
+class VideoUnlearningExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return all_nodes()

@@ -1,0 +1,34 @@
+"""Seeded random weights for tiny test models (diffusion models and text encoders alike)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def seeded_weights(shapes: dict[str, torch.Size], seed: int) -> dict[str, torch.Tensor]:
+    """Deterministic weights for the given parameter shapes, iterated in sorted key order.
+
+    Norm scales are 1 and biases 0; embeddings are N(0, 1); modulation tables N(0, 0.02^2);
+    every other matrix or kernel W is N(0, 1/fan_in), so activations keep unit scale through
+    the layers (fan_in = product of all dimensions but the first).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    weights = {}
+    for key, shape in sorted(shapes.items()):
+        leaf = key.rsplit(".", 1)[-1]
+        if "norm" in key or key.endswith(("ln_1.weight", "ln_2.weight")):
+            tensor = torch.ones(shape) if leaf in ("weight", "scale") else torch.zeros(shape)
+        elif leaf == "bias":
+            tensor = torch.zeros(shape)
+        elif "modulation" in key:
+            tensor = torch.randn(shape, generator=generator) * 0.02
+        elif "embed" in key or key.endswith("shared.weight") or "relative_attention_bias" in key:
+            scale = 0.1 if "relative" in key else 1.0
+            tensor = torch.randn(shape, generator=generator) * scale
+        elif len(shape) >= 2:
+            fan_in = int(torch.Size(shape[1:]).numel())
+            tensor = torch.randn(shape, generator=generator) / fan_in**0.5
+        else:
+            tensor = torch.randn(shape, generator=generator) * 0.02
+        weights[key] = tensor.contiguous()
+    return weights

@@ -1,0 +1,310 @@
+"""Tiny text encoders that are real ComfyUI CLIP objects, for tests and the demo.
+
+No umT5, LLaVA-Llama or CLIP-L weights can be downloaded on the machines this pack is built on,
+so these stand in for them. They are built from ComfyUI's own parts, the way Wan's and
+HunyuanVideo's text encoders are built (``comfy.sd.CLIP`` around ``sd1_clip.SDClipModel`` with
+ComfyUI's T5 and CLIP text transformers, ``sd1_clip.SDTokenizer`` for tokenizing, padding and
+weights), only tiny, with a word-hash vocabulary instead of a SentencePiece/BPE model:
+
+* ``wan``: like umT5-XXL, 4096-d output padded to 512 tokens with padding rows zeroed.
+* ``hunyuan_video``: a 4096-d token stream with no fixed length (HunyuanVideo's LLM stream) and a
+  768-d pooled vector (HunyuanVideo's CLIP-L), as ``HunyuanVideoClipModel`` returns them.
+
+Weights are random but seeded, so a given file always encodes a prompt the same way, and
+different prompts give different embeddings.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from pathlib import Path
+
+import comfy.sd
+import comfy.utils
+import safetensors.torch
+import torch
+from comfy import sd1_clip
+from comfy.text_encoders.t5 import T5
+
+from .seeded_weights import seeded_weights
+
+VOCAB_SIZE = 1024
+PAD_ID, END_ID, START_ID = 0, 1, 2
+KINDS = ("wan", "hunyuan_video")
+WAN_MIN_TOKENS = 512
+
+
+class HashWordTokenizer:
+    """Deterministic word-level tokenizer: word -> 3 + crc32(word) mod (VOCAB_SIZE - 3).
+
+    Implements the part of the Hugging Face tokenizer interface that ``SDTokenizer`` uses.
+    """
+
+    def __init__(self, start_token: int | None = None):
+        self.start_token = start_token
+
+    @classmethod
+    def from_pretrained(cls, _path: object = None, start_token: int | None = None) -> HashWordTokenizer:
+        return cls(start_token=start_token)
+
+    @staticmethod
+    def word_id(word: str) -> int:
+        return 3 + zlib.crc32(word.encode("utf-8")) % (VOCAB_SIZE - 3)
+
+    def __call__(self, text: str) -> dict[str, list[int]]:
+        words = re.findall(r"\w+|[^\w\s]", text.lower())
+        ids = [self.word_id(w) for w in words] + [END_ID]
+        if self.start_token is not None:
+            ids.insert(0, self.start_token)
+        return {"input_ids": ids}
+
+    def get_vocab(self) -> dict[str, int]:
+        vocab = {f"<tok{i}>": i for i in range(VOCAB_SIZE)}
+        vocab.update({"<pad>": PAD_ID, "</s>": END_ID, "<s>": START_ID})
+        return vocab
+
+
+# --- Wan: a tiny umT5 (ComfyUI's T5 class, umT5 flavour), 4096-d, padded to 512 tokens ---------
+
+TINY_UMT5_CONFIG = {
+    "d_ff": 256,
+    "d_kv": 64,
+    "d_model": 4096,
+    "dense_act_fn": "gelu_pytorch_tanh",
+    "is_gated_act": True,
+    "layer_norm_epsilon": 1e-6,
+    "model_type": "umt5",
+    "num_heads": 2,
+    "num_layers": 1,
+    "relative_attention_num_buckets": 32,
+    "vocab_size": VOCAB_SIZE,
+}
+
+
+class TinyUMT5Model(sd1_clip.SDClipModel):
+    def __init__(self, device="cpu", layer="last", layer_idx=None, dtype=None, model_options={}):
+        super().__init__(
+            device=device,
+            layer=layer,
+            layer_idx=layer_idx,
+            textmodel_json_config=dict(TINY_UMT5_CONFIG),
+            dtype=dtype,
+            special_tokens={"end": END_ID, "pad": PAD_ID},
+            model_class=T5,
+            enable_attention_masks=True,
+            zero_out_masked=True,
+            model_options=model_options,
+        )
+
+
+class TinyUMT5Tokenizer(sd1_clip.SDTokenizer):
+    def __init__(self, embedding_directory=None, tokenizer_data={}):
+        super().__init__(
+            None,
+            pad_with_end=False,
+            embedding_size=4096,
+            embedding_key="umt5xxl",
+            tokenizer_class=HashWordTokenizer,
+            has_start_token=False,
+            pad_to_max_length=False,
+            max_length=99999999,
+            min_length=WAN_MIN_TOKENS,
+            pad_token=PAD_ID,
+            tokenizer_data=tokenizer_data,
+        )
+
+
+class TinyWanTokenizer(sd1_clip.SD1Tokenizer):
+    def __init__(self, embedding_directory=None, tokenizer_data={}):
+        super().__init__(
+            embedding_directory=embedding_directory,
+            tokenizer_data=tokenizer_data,
+            clip_name="umt5xxl",
+            tokenizer=TinyUMT5Tokenizer,
+        )
+
+
+class TinyWanTextModel(sd1_clip.SD1ClipModel):
+    def __init__(self, device="cpu", dtype=None, model_options={}, **kwargs):
+        super().__init__(
+            device=device,
+            dtype=dtype,
+            model_options=model_options,
+            name="umt5xxl",
+            clip_model=TinyUMT5Model,
+            **kwargs,
+        )
+
+
+# --- HunyuanVideo: a 4096-d LLM-like stream (no padding) plus a 768-d pooled CLIP-L -------------
+
+TINY_LLM_CONFIG = dict(TINY_UMT5_CONFIG, model_type="t5", is_gated_act=False, dense_act_fn="relu")
+TINY_CLIP_L_CONFIG = {
+    "eos_token_id": END_ID,
+    "hidden_act": "quick_gelu",
+    "hidden_size": 768,
+    "intermediate_size": 256,
+    "layer_norm_eps": 1e-5,
+    "max_position_embeddings": 77,
+    "num_attention_heads": 12,
+    "num_hidden_layers": 1,
+    "projection_dim": 768,
+    "vocab_size": VOCAB_SIZE,
+}
+
+
+class TinyLLMStream(sd1_clip.SDClipModel):
+    def __init__(self, device="cpu", dtype=None, model_options={}):
+        super().__init__(
+            device=device,
+            textmodel_json_config=dict(TINY_LLM_CONFIG),
+            dtype=dtype,
+            special_tokens={"end": END_ID, "pad": PAD_ID},
+            model_class=T5,
+            enable_attention_masks=True,
+            return_attention_masks=True,
+            model_options=model_options,
+        )
+
+
+class TinyClipL(sd1_clip.SDClipModel):
+    def __init__(self, device="cpu", dtype=None, model_options={}):
+        super().__init__(
+            device=device,
+            textmodel_json_config=dict(TINY_CLIP_L_CONFIG),
+            dtype=dtype,
+            special_tokens={"start": START_ID, "end": END_ID, "pad": END_ID},
+            return_projected_pooled=False,
+            model_options=model_options,
+        )
+
+
+class TinyHunyuanTokenizer:
+    def __init__(self, embedding_directory=None, tokenizer_data={}):
+        self.clip_l = sd1_clip.SDTokenizer(
+            tokenizer_class=HashWordTokenizer,
+            tokenizer_args={"start_token": START_ID},
+            embedding_directory=embedding_directory,
+            tokenizer_data=tokenizer_data,
+        )
+        self.llama = sd1_clip.SDTokenizer(
+            tokenizer_class=HashWordTokenizer,
+            embedding_size=4096,
+            embedding_key="llama",
+            has_start_token=False,
+            pad_with_end=False,
+            pad_to_max_length=False,
+            max_length=99999999,
+            min_length=1,
+            pad_token=PAD_ID,
+            tokenizer_data=tokenizer_data,
+        )
+
+    def tokenize_with_weights(self, text, return_word_ids=False, **kwargs):
+        return {
+            "l": self.clip_l.tokenize_with_weights(text, return_word_ids, **kwargs),
+            "llama": self.llama.tokenize_with_weights(text, return_word_ids, **kwargs),
+        }
+
+    def untokenize(self, token_weight_pair):
+        return self.clip_l.untokenize(token_weight_pair)
+
+    def state_dict(self):
+        return {}
+
+
+class TinyHunyuanTextModel(torch.nn.Module):
+    """Same outputs as ComfyUI's HunyuanVideoClipModel: (LLM stream, CLIP-L pooled, extras)."""
+
+    def __init__(self, device="cpu", dtype=None, model_options={}):
+        super().__init__()
+        self.clip_l = TinyClipL(device=device, dtype=dtype, model_options=model_options)
+        self.llama = TinyLLMStream(device=device, dtype=dtype, model_options=model_options)
+        self.dtypes = {dtype}
+
+    def set_clip_options(self, options):
+        self.clip_l.set_clip_options(options)
+        self.llama.set_clip_options(options)
+
+    def reset_clip_options(self):
+        self.clip_l.reset_clip_options()
+        self.llama.reset_clip_options()
+
+    def encode_token_weights(self, token_weight_pairs):
+        llm_out, _, extra = self.llama.encode_token_weights(token_weight_pairs["llama"])
+        mask = extra.get("attention_mask")
+        if mask is not None and mask.sum() == mask.numel():
+            extra.pop("attention_mask")  # as ComfyUI does: an all-ones mask is useless
+        _, pooled = self.clip_l.encode_token_weights(token_weight_pairs["l"])
+        return llm_out, pooled, extra
+
+    def load_sd(self, sd):
+        """``sd`` holds ``clip_l.*`` and ``llama.*`` keys; returns (missing, unexpected)."""
+        missing, unexpected = [], []
+        for name in ("clip_l", "llama"):
+            prefix = f"{name}.transformer."
+            part = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+            result = getattr(self, name).load_sd(part)
+            missing += [prefix + k for k in result.missing_keys]
+            unexpected += [prefix + k for k in result.unexpected_keys]
+        return torch.nn.modules.module._IncompatibleKeys(missing, unexpected)
+
+
+class _Target:
+    def __init__(self, clip, tokenizer):
+        self.clip, self.tokenizer, self.params = clip, tokenizer, {}
+
+
+_TARGETS = {
+    "wan": lambda: _Target(TinyWanTextModel, TinyWanTokenizer),
+    "hunyuan_video": lambda: _Target(TinyHunyuanTextModel, TinyHunyuanTokenizer),
+}
+
+
+def _checked_kind(kind: str) -> str:
+    if kind not in _TARGETS:
+        raise ValueError(f"unknown tiny text encoder kind {kind!r}; expected one of {KINDS}")
+    return kind
+
+
+def _module_state_keys(kind: str) -> dict[str, torch.Size]:
+    """Parameter names and shapes of the encoder, keyed as they are stored on disk."""
+    target = _TARGETS[_checked_kind(kind)]()
+    with torch.device("meta"):
+        model = target.clip(device="meta", dtype=torch.float32)
+    shapes = {}
+    for key, value in model.state_dict().items():
+        if kind == "wan":
+            key = key.removeprefix("umt5xxl.transformer.")
+        shapes[key] = value.shape
+    return shapes
+
+
+def make_weights(kind: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    return seeded_weights(_module_state_keys(kind), seed)
+
+
+def write_weights(path: Path, kind: str, seed: int = 0) -> Path:
+    """Write a tiny encoder's weights as safetensors (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    metadata = {"video_unlearning_test_text_encoder": _checked_kind(kind), "seed": str(seed)}
+    safetensors.torch.save_file(make_weights(kind, seed), str(tmp), metadata=metadata)
+    tmp.replace(path)
+    return path
+
+
+def load_clip(path: str | Path, kind: str, embedding_directory: str | None = None) -> comfy.sd.CLIP:
+    """Build a real ``comfy.sd.CLIP`` for ``kind`` and load the weights file into it."""
+    target = _TARGETS[_checked_kind(kind)]()
+    state_dict = comfy.utils.load_torch_file(str(path), safe_load=True)
+    clip = comfy.sd.CLIP(
+        target=target,
+        embedding_directory=embedding_directory,
+        model_options={"dtype": torch.float32},
+    )
+    result = clip.load_sd(state_dict)
+    if result.missing_keys:
+        raise ValueError(f"{path} lacks weights for a {kind} tiny text encoder: {result.missing_keys[:5]}")
+    return clip

@@ -1,0 +1,48 @@
+"""The tiny text encoders are real ComfyUI CLIP objects with Wan- and HunyuanVideo-shaped output."""
+
+from __future__ import annotations
+
+import torch
+
+from fixtures.tiny_models import TEXT_ENCODER_FILES
+
+
+def _load(kind: str):
+    from comfy_test_nodes.nodes import TinyTextEncoderLoader
+
+    return TinyTextEncoderLoader.execute(TEXT_ENCODER_FILES[kind], kind).result[0]
+
+
+def test_wan_conditioning_shape_padding_and_determinism(comfy):
+    import comfy.sd
+
+    clip = _load("wan")
+    assert isinstance(clip, comfy.sd.CLIP)
+    out = clip.encode_from_tokens(clip.tokenize("a red ball bouncing"), return_dict=True)
+    cond = out["cond"]
+    assert cond.shape == (1, 512, 4096)
+    # "a red ball bouncing" is 4 words + end token: 5 real rows, the rest zeroed padding.
+    real = cond[0].abs().sum(dim=-1) > 0
+    assert real[:5].all() and not real[5:].any()
+    again = _load("wan").encode_from_tokens(clip.tokenize("a red ball bouncing"))
+    assert torch.equal(cond, again)
+    other = clip.encode_from_tokens(clip.tokenize("a blue cube sliding"))
+    assert (cond - other)[0, :5].abs().max() > 0.1
+
+
+def test_wan_scheduled_encoding_gives_conditioning_list(comfy):
+    clip = _load("wan")
+    conditioning = clip.encode_from_tokens_scheduled(clip.tokenize("a dog"))
+    assert len(conditioning) == 1
+    cond, extras = conditioning[0]
+    assert cond.shape == (1, 512, 4096)
+    assert isinstance(extras, dict)
+
+
+def test_hunyuan_conditioning_has_llm_stream_and_pooled_clip(comfy):
+    clip = _load("hunyuan_video")
+    out = clip.encode_from_tokens(clip.tokenize("a woman on a beach"), return_dict=True)
+    assert out["cond"].shape == (1, 6, 4096)  # 5 words + end token, no padding
+    assert out["pooled_output"].shape == (1, 768)
+    other = clip.encode_from_tokens(clip.tokenize("a man in a city"), return_dict=True)
+    assert (out["pooled_output"] - other["pooled_output"]).abs().max() > 1e-3
