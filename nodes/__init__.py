@@ -6,7 +6,6 @@ workflows, so they never change once released.
 
 from comfy_api.latest import ComfyExtension, io
 
-
 NODE_MODULES = ()
 
 

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import torch
 
+# Lookup tables (nn.Embedding), initialised N(0, 1); Linear/Conv layers named "*_embedding" are
+# ordinary layers and get the fan-in scaling below.
+_LOOKUP_TABLES = (
+    "shared.weight",
+    "token_embedding.weight",
+    "position_embedding.weight",
+    "relative_attention_bias.weight",
+)
+
 
 def seeded_weights(shapes: dict[str, torch.Size], seed: int) -> dict[str, torch.Tensor]:
     """Deterministic weights for the given parameter shapes, iterated in sorted key order.
 
-    Norm scales are 1 and biases 0; embeddings are N(0, 1); modulation tables N(0, 0.02^2);
+    Norm scales are 1 and biases 0; lookup tables are N(0, 1); modulation tables N(0, 0.02^2);
     every other matrix or kernel W is N(0, 1/fan_in), so activations keep unit scale through
     the layers (fan_in = product of all dimensions but the first).
     """
@@ -22,8 +31,8 @@ def seeded_weights(shapes: dict[str, torch.Size], seed: int) -> dict[str, torch.
             tensor = torch.zeros(shape)
         elif "modulation" in key:
             tensor = torch.randn(shape, generator=generator) * 0.02
-        elif "embed" in key or key.endswith("shared.weight") or "relative_attention_bias" in key:
-            scale = 0.1 if "relative" in key else 1.0
+        elif key.endswith(_LOOKUP_TABLES):
+            scale = 0.1 if "relative_attention_bias" in key else 1.0
             tensor = torch.randn(shape, generator=generator) * scale
         elif len(shape) >= 2:
             fan_in = int(torch.Size(shape[1:]).numel())
