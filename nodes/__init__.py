@@ -6,7 +6,9 @@ workflows, so they never change once released.
 
 from comfy_api.latest import ComfyExtension, io
 
-NODE_MODULES = ()
+from . import nudenet_nodes
+
+NODE_MODULES = (nudenet_nodes,)
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:

@@ -24,6 +24,7 @@ def test_object_info_lists_every_pack_node(comfy_server):
 
     info = comfy_server.get("/object_info")
     expected = {node.GET_SCHEMA().node_id for node in all_nodes()}
+    assert expected, "the pack registers no nodes"
     assert expected <= set(info), sorted(expected - set(info))
     for node_id in expected:
         assert info[node_id]["python_module"].startswith("custom_nodes.")
