@@ -6,9 +6,9 @@ workflows, so they never change once released.
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import nudenet_nodes
+from . import lora_file_nodes, nudenet_nodes, refusal_nodes, toy_world_nodes, train_nodes
 
-NODE_MODULES = (nudenet_nodes,)
+NODE_MODULES = (nudenet_nodes, refusal_nodes, train_nodes, lora_file_nodes, toy_world_nodes)
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:

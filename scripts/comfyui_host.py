@@ -208,7 +208,8 @@ class ComfyServer:
         req = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
-                return json.loads(resp.read())
+                body = resp.read()
+                return json.loads(body) if body.strip() else None  # /free, /interrupt answer empty
         except urllib.error.HTTPError as err:
             raise RuntimeError(f"POST {path} -> {err.code}: {err.read().decode(errors='replace')}") from None
 

@@ -49,6 +49,23 @@ def input_type(spec: list) -> str:
     return "COMBO" if isinstance(spec[0], list) else spec[0]
 
 
+def combo_options(spec: list) -> list | None:
+    """The options of a combo input (old style: a list as the type; new style: "COMBO")."""
+    if isinstance(spec[0], list):
+        return spec[0]
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    return options.get("options") if spec[0] == "COMBO" else None
+
+
+def default_value(spec: list) -> Any:
+    """What the web UI puts in a new node's widget: the declared default, else a combo's first option."""
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    if "default" in options:
+        return options["default"]
+    choices = combo_options(spec)
+    return choices[0] if choices else None
+
+
 def widget_names(node_info: dict) -> list[str]:
     return [name for name, spec in _inputs(node_info) if is_widget(spec)]
 
@@ -118,7 +135,7 @@ def ui_from_api(
                 ui_inputs.append(entry)
             elif is_widget(spec):
                 if value is None:
-                    value = (spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}).get("default")
+                    value = default_value(spec)
                 values.append(value)
                 if has_control_value(name, spec):
                     values.append("fixed")

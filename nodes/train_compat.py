@@ -1,0 +1,388 @@
+"""The ComfyUI internals the unlearning trainer touches, kept in one thin place.
+
+* which modules of Wan / HunyuanVideo get adapters, which transformer block each belongs to, and
+  which norm layers see their input updated in place;
+* conditioning: prompts encoded with the user's CLIP, turned into the model's inputs with the
+  model's own ``extra_conds`` (so Wan I2V's concat channels, HunyuanVideo's pooled vector and
+  guidance come out as in sampling), and the rows of the concept's tokens in the text stream;
+* the forward pass: ``BaseModel.apply_model`` with ``transformer_options`` carrying an
+  ``optimized_attention_override`` that shows q and k of every attention call to the mask capture
+  (the blocks themselves are wrapped with ``erasure.training.wrapped_blocks``, not through the
+  host's ``patches_replace``, whose block closures bind late and would recompute the wrong block
+  under checkpointing);
+* frozen weights usable by autograd without a copy (ComfyUI loads them as inference tensors);
+* the optional short sampling run that makes concept latents, and progress messages to the UI.
+
+Architecture detection and LoRA patches are ``comfy_compat``'s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import comfy.model_management
+import comfy.sample
+import torch
+from torch import Tensor, nn
+
+from ..erasure.masks import common_prefix_length, concept_words, find_concept_positions, strip_template
+from ..erasure.objectives import flow_velocity
+from ..erasure.training import AdapterSet, AdapterTarget, ConceptMaskCapture, MarkedRow
+from . import comfy_compat
+
+PROGRESS_EVENT = "video_unlearning.train_progress"
+TARGET_PRESETS = ("attention", "attention+ffn")
+# The tokenizer stream whose tokens become the rows of the text conditioning, per model family.
+TEXT_STREAM = {"wan": "umt5xxl", "hunyuan_video": "llama"}
+
+
+# --- architecture ---------------------------------------------------------------------------------
+
+
+def supported_architecture(model, node: str) -> comfy_compat.Architecture:
+    """The MODEL's architecture (``comfy_compat.detect_architecture``), or a ValueError that names
+    ``node``, what the MODEL is and what is supported."""
+    try:
+        return comfy_compat.detect_architecture(model)
+    except ValueError:
+        config = type(getattr(model.model, "model_config", model.model)).__name__
+        raise ValueError(
+            f"{node} supports {comfy_compat.SUPPORTED_TEXT}; this MODEL is {config}. "
+            "Load a Wan or HunyuanVideo diffusion model with UNETLoader (Load Diffusion Model)."
+        ) from None
+
+
+def adapter_targets(diffusion_model: nn.Module, family: str, preset: str) -> list[AdapterTarget]:
+    """Modules that get a LoRA.
+
+    "attention" - Wan: ``blocks.i.self_attn.{q,k,v,o}`` and ``blocks.i.cross_attn.{q,k,v,o}`` (the I2V
+    image keys ``k_img``/``v_img`` stay untouched); HunyuanVideo: ``double_blocks.i.{img,txt}_attn.
+    {qkv,proj}`` and ``single_blocks.i.linear1/linear2`` (the single-stream blocks fuse their
+    attention and MLP projections into these two layers). "attention+ffn" adds Wan's ``ffn.0/ffn.2``
+    and HunyuanVideo's ``{img,txt}_mlp.0/2``.
+    """
+    if preset not in TARGET_PRESETS:
+        raise ValueError(f"unknown target modules {preset!r}: use one of {', '.join(TARGET_PRESETS)}")
+    ffn = preset == "attention+ffn"
+    targets: list[AdapterTarget] = []
+    if family == "wan":
+        for i in range(len(diffusion_model.blocks)):
+            block = f"blocks.{i}"
+            targets += [AdapterTarget(f"{block}.self_attn.{p}", block, "video") for p in "qkvo"]
+            targets += [
+                AdapterTarget(f"{block}.cross_attn.{p}", block, "text" if p in "kv" else "video")
+                for p in "qkvo"
+            ]
+            if ffn:
+                targets += [AdapterTarget(f"{block}.ffn.{j}", block, "video") for j in (0, 2)]
+        return targets
+    for i in range(len(diffusion_model.double_blocks)):
+        block = f"double_blocks.{i}"
+        for stream, tokens in (("img", "video"), ("txt", "text")):
+            targets += [AdapterTarget(f"{block}.{stream}_attn.{p}", block, tokens) for p in ("qkv", "proj")]
+            if ffn:
+                targets += [AdapterTarget(f"{block}.{stream}_mlp.{j}", block, tokens) for j in (0, 2)]
+    for i in range(len(diffusion_model.single_blocks)):
+        block = f"single_blocks.{i}"
+        targets += [AdapterTarget(f"{block}.linear{j}", block, "joint") for j in (1, 2)]
+    return targets
+
+
+def block_modules(diffusion_model: nn.Module, family: str) -> dict[str, nn.Module]:
+    """The transformer blocks by name: Wan's ``blocks.i``, HunyuanVideo's ``double_blocks.i`` and
+    ``single_blocks.i`` (the names ``adapter_targets`` uses for ``AdapterTarget.block``)."""
+    if family == "wan":
+        return {f"blocks.{i}": b for i, b in enumerate(diffusion_model.blocks)}
+    blocks = {f"double_blocks.{i}": b for i, b in enumerate(diffusion_model.double_blocks)}
+    blocks.update({f"single_blocks.{i}": b for i, b in enumerate(diffusion_model.single_blocks)})
+    return blocks
+
+
+def inplace_updated_norms(diffusion_model: nn.Module, family: str) -> list[nn.Module]:
+    """Norm layers whose input the block then updates in place (``img += ...`` in HunyuanVideo's
+    double and single blocks): under autograd they must save a copy (``erasure.training.cloned_inputs``).
+    None for Wan, whose blocks never change their inputs."""
+    if family == "wan":
+        return []
+    norms = [
+        getattr(block, name)
+        for block in diffusion_model.double_blocks
+        for name in ("img_norm1", "img_norm2", "txt_norm1", "txt_norm2")
+    ]
+    return norms + [block.pre_norm for block in diffusion_model.single_blocks]
+
+
+def latent_geometry(model) -> tuple[int, tuple[int, int, int]]:
+    """(latent channels, patch size (t, h, w)) of a Wan / HunyuanVideo MODEL."""
+    dm = model.model.diffusion_model
+    return int(model.model.latent_format.latent_channels), tuple(int(p) for p in dm.patch_size)
+
+
+# --- frozen weights usable by autograd ------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def autograd_usable_weights(module: nn.Module) -> Iterator[int]:
+    """Make every inference-mode parameter/buffer of ``module`` usable by autograd, without copying.
+
+    ComfyUI builds models inside ``torch.inference_mode()``, and autograd refuses to save inference
+    tensors for backward. For the duration of the block, each such tensor is replaced by a normal
+    tensor over the *same storage* (same data_ptr, no copy), wrapped in a new frozen Parameter, as
+    ComfyUI itself swaps Parameters when it patches weights; the original objects are put back on
+    exit, also on error or Cancel. Parameters that are normal tensors but require grad get
+    ``requires_grad=False`` for the duration. Must run outside inference mode. Yields the number
+    swapped.
+    """
+    swapped: list[tuple[nn.Module, str, bool, Tensor]] = []
+    frozen: list[Tensor] = []
+
+    def alias(t: Tensor) -> Tensor:
+        view = torch.empty(0, dtype=t.dtype, device=t.device)
+        return view.set_(t.untyped_storage(), t.storage_offset(), t.size(), t.stride())
+
+    try:
+        for sub in module.modules():
+            for name, p in list(sub._parameters.items()):
+                if p is not None and p.is_inference():
+                    sub._parameters[name] = nn.Parameter(alias(p), requires_grad=False)
+                    swapped.append((sub, name, True, p))
+                elif p is not None and p.requires_grad:
+                    p.requires_grad_(False)  # never compute gradients for the frozen weights
+                    frozen.append(p)
+            for name, b in list(sub._buffers.items()):
+                if b is not None and b.is_inference():
+                    sub._buffers[name] = alias(b)
+                    swapped.append((sub, name, False, b))
+        yield len(swapped)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        for sub, name, is_param, original in reversed(swapped):
+            (sub._parameters if is_param else sub._buffers)[name] = original
+
+
+# --- prompts and conditioning ---------------------------------------------------------------------
+
+
+def _token_ids(clip, text: str, stream: str) -> list[int]:
+    tokens = clip.tokenize(text)
+    if stream not in tokens:
+        raise ValueError(
+            f"The CLIP input gives {sorted(tokens)} tokens, not the '{stream}' tokens this model's text "
+            "stream needs: load the text encoder that belongs to the model (umT5 for Wan, the "
+            "HunyuanVideo LLaVA-Llama + CLIP-L pair for HunyuanVideo)."
+        )
+    return [int(t[0]) for batch in tokens[stream] for t in batch if isinstance(t[0], int)]
+
+
+def concept_token_sequences(clip, concept: str, stream: str) -> list[list[int]]:
+    """Token sequences of each concept word as it appears at a sentence start and after a word."""
+    empty = _token_ids(clip, "", stream)
+    lead = strip_template(_token_ids(clip, "a", stream), empty)
+    sequences = []
+    for word in concept_words(concept):
+        for form in {word, word.lower(), word[:1].upper() + word[1:]}:
+            sequences.append(strip_template(_token_ids(clip, form, stream), empty))
+            after = strip_template(_token_ids(clip, f"a {form}", stream), empty)
+            if after[: len(lead)] == lead:
+                sequences.append(after[len(lead) :])
+    return [s for s in sequences if s]
+
+
+@dataclass
+class EncodedPrompt:
+    """One prompt: its CONDITIONING, the rows of its concept tokens, and (once built) its model inputs."""
+
+    text: str
+    conditioning: list  # as CLIPTextEncode gives it: [[cond, extras]]
+    text_len: int
+    concept_rows: list[int]
+    concept_found: bool
+    conds: dict[str, Tensor] = field(default_factory=dict)
+
+
+def _clone_tree(value, device):
+    if isinstance(value, Tensor):
+        return value.detach().clone().to(device)
+    if isinstance(value, dict):
+        return {k: _clone_tree(v, device) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_clone_tree(v, device) for v in value)
+    return value
+
+
+def encode_prompts(clip, texts: Sequence[str], concept: str | None, family: str) -> list[EncodedPrompt]:
+    """Encode ``texts`` with the user's CLIP and find the concept's token rows in each.
+
+    ``concept`` None skips the token search (the empty and preserve prompts). When the concept's
+    words are not among a prompt's tokens, its mask falls back to all of its real text tokens
+    (``concept_found`` False) so training goes on with a weaker localization; the node reports it.
+    Run outside inference mode: the conditioning is cloned into normal tensors here.
+    """
+    stream = TEXT_STREAM[family]
+    empty_ids = _token_ids(clip, "", stream)
+    sequences = concept_token_sequences(clip, concept, stream) if concept else []
+    out = []
+    for text in texts:
+        conditioning = _clone_tree(
+            clip.encode_from_tokens_scheduled(clip.tokenize(text), show_pbar=False), "cpu"
+        )
+        cond, extras = conditioning[0][0], conditioning[0][1]
+        text_len = int(cond.shape[1])
+        rows: list[int] = []
+        if sequences:
+            ids = _token_ids(clip, text, stream)
+            offset = common_prefix_length(ids, empty_ids)
+            rows = [p - offset for p in find_concept_positions(ids, sequences) if 0 <= p - offset < text_len]
+        found = bool(rows)
+        if not found:
+            real = cond[0].abs().sum(dim=-1) > 0
+            mask = extras.get("attention_mask")
+            if mask is not None:
+                real = real & (mask.reshape(-1)[:text_len] > 0)
+            rows = torch.nonzero(real).flatten().tolist() or list(range(text_len))
+        out.append(EncodedPrompt(text, conditioning, text_len, rows, found))
+    return out
+
+
+def build_model_inputs(model, prompts: Sequence[EncodedPrompt], latent_shape: Sequence[int], device) -> None:
+    """Fill each prompt's ``conds`` (batch 1, on ``device``) with the model's own ``extra_conds``,
+    as the sampler builds them for a latent of ``latent_shape``."""
+    noise = torch.zeros((1, *latent_shape[1:]), device=device)
+    for prompt in prompts:
+        cond, extras = prompt.conditioning[0]
+        params = dict(_clone_tree(extras, device), cross_attn=cond.to(device), noise=noise, device=device)
+        model_conds = model.model.extra_conds(**params)
+        prompt.conds = {
+            k: v.process_cond(batch_size=1, area=None, device=device).cond.to(device)
+            for k, v in model_conds.items()
+        }
+
+
+# --- the forward pass -----------------------------------------------------------------------------
+
+
+def _key_bias(mask: Tensor | None, n_keys: int) -> Tensor | None:
+    """An attention mask as an additive bias over the keys, [B or 1, n_keys] (first query's row)."""
+    if mask is None:
+        return None
+    m = mask.reshape(mask.shape[0] if mask.ndim > 2 else 1, -1, mask.shape[-1])[:, 0]
+    if m.dtype == torch.bool:
+        m = torch.zeros_like(m, dtype=torch.float32).masked_fill(~m, float("-inf"))
+    return m[:, -n_keys:].float()
+
+
+def attention_override(capture: ConceptMaskCapture, previous: Callable | None) -> Callable:
+    """An ``optimized_attention_override`` that shows q and k of each call to ``capture`` first."""
+
+    def override(func, *args, **kwargs):
+        if capture.active:
+            q, k = args[0], args[1]
+            heads = kwargs["heads"] if "heads" in kwargs else args[3]
+            if not kwargs.get("skip_reshape", False):
+                b = q.shape[0]
+                q = q.reshape(b, q.shape[1], heads, -1).transpose(1, 2)
+                k = k.reshape(b, k.shape[1], heads, -1).transpose(1, 2)
+            capture.observe(q, k, _key_bias(kwargs.get("mask"), k.shape[2]))
+        if previous is not None:
+            return previous(func, *args, **kwargs)
+        return func(*args, **kwargs)
+
+    return override
+
+
+class VelocityModel:
+    """``v(x_t, sigma, prompts)`` of a loaded ComfyUI model, with an attention override for the masks.
+
+    ``forward(group)`` runs ``BaseModel.apply_model`` once on a batch of prompts (all with this step's
+    x_t and sigma) and converts the denoised output to the flow velocity. The model's own
+    ``transformer_options`` are kept; an ``optimized_attention_override`` (chained to any existing
+    one) shows q and k of every attention call to the mask capture.
+    """
+
+    def __init__(self, model, prompts: dict[Hashable, EncodedPrompt], capture: ConceptMaskCapture) -> None:
+        self.model = model
+        self.prompts = prompts
+        self.x_t: Tensor | None = None
+        self.sigma: Tensor | None = None
+        options = dict(model.model_options.get("transformer_options", {}))
+        options["optimized_attention_override"] = attention_override(
+            capture, options.get("optimized_attention_override")
+        )
+        self.transformer_options = options
+
+    def signature(self, prompt: Hashable) -> tuple:
+        return tuple(sorted((k, tuple(v.shape)) for k, v in self.prompts[prompt].conds.items()))
+
+    def forward(self, group: list[Hashable]) -> Tensor:
+        n = len(group)
+        keys = self.prompts[group[0]].conds.keys()
+        conds = {k: torch.cat([self.prompts[p].conds[k] for p in group]) for k in keys}
+        x = self.x_t.expand(n, *self.x_t.shape[1:])
+        sigma = self.sigma.expand(n)
+        options = dict(self.transformer_options, sigmas=sigma)
+        denoised = self.model.model.apply_model(x, sigma, transformer_options=options, **conds)
+        return flow_velocity(x, denoised, sigma)
+
+
+# --- latents, progress ----------------------------------------------------------------------------
+
+
+def sample_concept_latents(
+    model,
+    conditionings: Sequence[list],
+    negative: list,
+    shape: Sequence[int],
+    steps: int,
+    cfg: float,
+    seed: int,
+) -> Tensor:
+    """Latents the (unchanged) model makes for the concept prompts: one short euler run per prompt."""
+    samples = []
+    for i, positive in enumerate(conditionings):
+        throw_if_cancelled()
+        clip_seed = (seed + i) % 2**64
+        latent = torch.zeros(tuple(shape))
+        noise = comfy.sample.prepare_noise(latent, clip_seed)
+        samples.append(
+            comfy.sample.sample(
+                model,
+                noise,
+                steps,
+                cfg,
+                "euler",
+                "simple",
+                positive,
+                negative,
+                latent,
+                seed=clip_seed,
+                disable_pbar=True,
+            )
+        )
+    return torch.cat(samples)
+
+
+def load_for_training(model) -> None:
+    """Load the model fully onto its device (patches applied), as ComfyUI does before sampling."""
+    comfy.model_management.load_models_gpu([model], force_full_load=True)
+
+
+def throw_if_cancelled() -> None:
+    comfy.model_management.throw_exception_if_processing_interrupted()
+
+
+def send_progress(payload: dict) -> None:
+    """Send ``payload`` to the web UI as a ``PROGRESS_EVENT`` message; no-op without a running server."""
+    server = sys.modules.get("server")
+    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    if instance is None:
+        return
+    instance.send_sync(PROGRESS_EVENT, payload, getattr(instance, "client_id", None))
+
+
+def make_adapters(model, targets, rank: int, alpha: float, seed: int, marker: MarkedRow) -> AdapterSet:
+    modules = dict(model.model.diffusion_model.named_modules())
+    return AdapterSet(modules, targets, rank, alpha, seed, marker, device=model.load_device)

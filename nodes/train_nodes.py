@@ -1,0 +1,458 @@
+"""T2VUnlearning inside ComfyUI: train an unlearning LoRA, and make the prompts to train it on.
+
+UnlearnTrainLoRA fine-tunes low-rank adapters so that the model's velocity for the concept follows
+a negatively guided target, with a localization term (the adapters may act only where the
+concept's cross-attention points) and a preservation term (nearby prompts keep their velocity); the
+objective is in ``erasure.objectives``, the step and loop in ``erasure.training``, the ComfyUI
+plumbing in ``train_compat``.
+
+x_t: T2VUnlearning most likely denoised from noise with the concept prompt (Receler style); we
+noise latents of clips the *original* model made for concept prompts at a random flow noise level
+(``x_t = (1 - sigma) x0 + sigma * noise``, sigma from the model's own shifted schedule), the
+cheaper equivalent methods.md describes. Users feed such latents (e.g. from a stock KSampler);
+without them the node samples its own with a short euler run and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import comfy.utils
+import node_helpers
+import torch
+from comfy_api.latest import io
+
+from ..erasure.lora_format import build_lora, json_list, pack_version
+from ..erasure.prompt_augment import STYLES, augment_prompts
+from ..erasure.training import (
+    ConceptMaskCapture,
+    LossWeights,
+    MarkedRow,
+    cloned_inputs,
+    flow_noise,
+    predict_grouped,
+    train_adapters,
+    unlearning_step,
+    wrapped_blocks,
+)
+from . import comfy_compat, train_compat
+
+LOG = logging.getLogger("video_unlearning")
+CATEGORY = "video_unlearning/lora"
+METHOD = "T2VUnlearning"
+TRAINING_DTYPES = ("auto", "bf16", "fp16", "fp32")
+AUGMENTED_PROMPTS = 16
+MAX_SIGMA_PERCENT = 0.99  # never sigma = 0, where the velocity is undefined
+SAMPLING_CFG = {"wan": 5.0, "hunyuan_video": 1.0}  # HunyuanVideo's guidance is embedded (6.0)
+
+
+def split_lines(text: str) -> list[str]:
+    """One prompt per non-empty line, stripped."""
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Every hyperparameter of a run; saved in the LoRA's metadata."""
+
+    concept: str
+    steps: int
+    learning_rate: float
+    rank: int
+    eta: float
+    localization_weight: float
+    preservation_weight: float
+    mask_threshold: float
+    target_modules: str
+    seed: int
+    gradient_checkpointing: bool
+    training_dtype: str
+
+    def validate(self) -> None:
+        if not self.concept.strip():
+            raise ValueError("concept is empty: name the concept to erase, e.g. 'nudity'.")
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1 (got {self.steps}); T2VUnlearning used 500.")
+        if not self.learning_rate > 0:
+            raise ValueError(
+                f"learning_rate must be positive (got {self.learning_rate}); 1e-4 is the default."
+            )
+        if self.rank < 1:
+            raise ValueError(f"rank must be at least 1 (got {self.rank}).")
+        if not 0.0 <= self.mask_threshold < 1.0:
+            raise ValueError(
+                f"mask_threshold must be in [0, 1) (got {self.mask_threshold}); Receler uses 0.1."
+            )
+        if self.localization_weight < 0 or self.preservation_weight < 0:
+            raise ValueError("localization_weight and preservation_weight must be >= 0.")
+        if self.target_modules not in train_compat.TARGET_PRESETS:
+            raise ValueError(f"target_modules must be one of {train_compat.TARGET_PRESETS}.")
+        if self.training_dtype not in TRAINING_DTYPES:
+            raise ValueError(f"training_dtype must be one of {TRAINING_DTYPES}.")
+
+
+@dataclass(frozen=True)
+class LatentRequest:
+    """Size of the clips the node samples itself when no latents are given."""
+
+    width: int
+    height: int
+    length: int
+    sampling_steps: int
+    count: int
+
+
+def check_latents(samples: torch.Tensor, channels: int, patch: tuple[int, int, int]) -> None:
+    """Raise a ValueError naming the problem when ``samples`` cannot be this model's video latents."""
+    if samples.ndim != 5:
+        raise ValueError(
+            f"latents have shape {list(samples.shape)}; a video latent is "
+            f"[batch, {channels}, frames, height, width]. Make them with this model (e.g. "
+            "EmptyHunyuanLatentVideo + KSampler for Wan 2.1 and HunyuanVideo, Wan22ImageToVideoLatent "
+            "for Wan 2.2 5B)."
+        )
+    b, c, t, h, w = samples.shape
+    if c != channels:
+        raise ValueError(
+            f"latents have {c} channels but this model's latents have {channels} "
+            "(Wan 2.1 and HunyuanVideo: 16, Wan 2.2 5B: 48): they come from another model or VAE."
+        )
+    pt, ph, pw = patch
+    if b < 1 or t < 1 or t % pt or h < ph or w < pw or h % ph or w % pw:
+        raise ValueError(
+            f"latents of {t} frames x {h} x {w} do not fit the model's {pt}x{ph}x{pw} patches: frames "
+            f"must be a positive multiple of {pt}, height and width multiples of {ph} and {pw}."
+        )
+
+
+def _sample_latents(model, clip_prompts, uncond, family: str, request: LatentRequest, seed: int):
+    channels, _ = train_compat.latent_geometry(model)
+    spatial = 16 if channels == 48 else 8  # Wan 2.2's VAE downsamples 16x, the others 8x
+    shape = [1, channels, (request.length - 1) // 4 + 1, request.height // spatial, request.width // spatial]
+    positives = [p.conditioning for p in clip_prompts[: request.count]]
+    LOG.info(
+        "UnlearnTrainLoRA: no latents given; sampling %d concept clips of %s with %d euler steps",
+        len(positives),
+        shape,
+        request.sampling_steps,
+    )
+    return train_compat.sample_concept_latents(
+        model, positives, uncond.conditioning, shape, request.sampling_steps, SAMPLING_CFG[family], seed
+    )
+
+
+@dataclass
+class TrainResult:
+    model: object
+    lora: dict
+    loss_map: dict
+    summary: str
+
+
+def _lora_metadata(
+    settings: TrainSettings, architecture: str, concept_prompts, preserve_prompts, latents_source
+):
+    meta = {k: str(v) for k, v in asdict(settings).items()}
+    meta.update(
+        method=METHOD,
+        base_architecture=architecture,
+        pack_version=pack_version(),
+        concept_prompts=json_list(concept_prompts),
+        preserve_prompts=json_list(preserve_prompts),
+        latents=latents_source,
+    )
+    return meta
+
+
+def train_unlearning_lora(
+    model,
+    clip,
+    settings: TrainSettings,
+    concept_prompts: list[str],
+    preserve_prompts: list[str],
+    latents: dict | None,
+    latent_request: LatentRequest,
+    node_id: str | None = None,
+) -> TrainResult:
+    """The whole run: prompts, latents, the training loop, and the outputs. Leaves ``model`` as it was."""
+    settings.validate()
+    arch = train_compat.supported_architecture(model, "Unlearn: Train LoRA")
+    family, architecture = arch.family, arch.name
+    channels, patch = train_compat.latent_geometry(model)
+    if settings.preservation_weight > 0 and not preserve_prompts:
+        raise ValueError(
+            "preserve_prompts is empty while preservation_weight > 0: give at least one prompt to keep "
+            "(e.g. 'a person' when erasing nudity), or set preservation_weight to 0."
+        )
+    if not concept_prompts:
+        concept_prompts = augment_prompts(settings.concept, AUGMENTED_PROMPTS, family, settings.seed)
+    if latents is not None:
+        check_latents(latents["samples"], channels, patch)
+
+    with torch.inference_mode(False):
+        with torch.no_grad():
+            uncond = train_compat.encode_prompts(clip, [""], None, family)[0]
+            concepts = train_compat.encode_prompts(clip, concept_prompts, settings.concept, family)
+            preserves = train_compat.encode_prompts(clip, preserve_prompts, None, family)
+            if latents is None:
+                samples = _sample_latents(model, concepts, uncond, family, latent_request, settings.seed)
+                check_latents(samples, channels, patch)
+                latents_source = (
+                    f"sampled by the node: {samples.shape[0]} clips, {latent_request.sampling_steps} steps"
+                )
+            else:
+                samples = latents["samples"]
+                latents_source = f"given: {samples.shape[0]} clips"
+            x0_all = model.model.process_latent_in(samples.detach().clone().float())
+            train_compat.build_model_inputs(
+                model, [uncond, *concepts, *preserves], x0_all.shape, model.load_device
+            )
+
+        prompts = (uncond, concepts, preserves)
+        history, factors = _train(model, settings, family, prompts, x0_all, patch, node_id)
+
+    result_model = comfy_compat.add_lowrank_patches(model, factors)
+    metadata = _lora_metadata(settings, architecture, concept_prompts, preserve_prompts, latents_source)
+    lora = build_lora(factors, metadata)
+    missing = sum(not p.concept_found for p in concepts)
+    summary = (
+        f"{METHOD} LoRA for '{settings.concept}' on {architecture}: {settings.steps} steps, "
+        f"loss {history['loss'][0]:.4g} -> {history['loss'][-1]:.4g}; latents {latents_source}; "
+        f"{len(concepts)} concept prompts"
+        + (f" ({missing} without the concept's words: their mask uses all their tokens)" if missing else "")
+    )
+    LOG.info("UnlearnTrainLoRA: %s", summary)
+    return TrainResult(result_model, lora, history, summary)
+
+
+def _train(model, settings: TrainSettings, family, prompt_sets, x0_all, patch, node_id):
+    uncond, concepts, preserves = prompt_sets
+    trainee = model.clone()
+    if settings.training_dtype != "auto":
+        trainee.set_model_compute_dtype(node_helpers.string_to_torch_dtype(settings.training_dtype))
+    train_compat.load_for_training(trainee)
+    device = trainee.load_device
+    dm = trainee.model.diffusion_model
+    sampling = trainee.model.model_sampling
+
+    marker = MarkedRow()
+    capture = ConceptMaskCapture(settings.mask_threshold, marker)
+    targets = train_compat.adapter_targets(dm, family, settings.target_modules)
+    adapters = train_compat.make_adapters(
+        trainee, targets, settings.rank, float(settings.rank), settings.seed, marker
+    )
+    prompts = {"": uncond}
+    prompts.update({("c", i): p for i, p in enumerate(concepts)})
+    prompts.update({("p", i): p for i, p in enumerate(preserves)})
+    velocity = train_compat.VelocityModel(trainee, prompts, capture)
+    blocks = train_compat.block_modules(dm, family)
+    _, t, h, w = x0_all.shape[1:]
+    tokens = (t // patch[0]) * (h // patch[1]) * (w // patch[2])
+    capture.video_tokens = adapters.video_tokens = tokens
+    capture.frames = t // patch[0]
+    weights = LossWeights(settings.eta, settings.localization_weight, settings.preservation_weight)
+    generator = torch.Generator().manual_seed(settings.seed)
+
+    def predict(group, marked):
+        return predict_grouped(velocity.forward, group, velocity.signature, marker, marked)
+
+    def step(i: int):
+        train_compat.throw_if_cancelled()
+        c = ("c", int(torch.randint(len(concepts), (1,), generator=generator)))
+        p = ("p", int(torch.randint(len(preserves), (1,), generator=generator))) if preserves else None
+        x0 = x0_all[int(torch.randint(x0_all.shape[0], (1,), generator=generator))][None]
+        noise = torch.randn(x0.shape, generator=generator)
+        percent = float(torch.rand((), generator=generator)) * MAX_SIGMA_PERCENT
+        sigma = torch.tensor([float(sampling.percent_to_sigma(percent))], device=device)
+        velocity.x_t = flow_noise(x0, noise, sigma.cpu()).to(device)
+        velocity.sigma = sigma
+        capture.concept_index = prompts[c].concept_rows
+        capture.text_len = prompts[c].text_len
+        return unlearning_step(predict, adapters, capture, "", c, p, weights)
+
+    pbar = comfy.utils.ProgressBar(settings.steps, node_id=node_id)
+    start = time.monotonic()
+
+    def on_step(done: int, values: dict[str, float]) -> None:
+        pbar.update(1)
+        elapsed = time.monotonic() - start
+        train_compat.send_progress(
+            dict(
+                values,
+                node=node_id,
+                step=done,
+                steps=settings.steps,
+                elapsed_s=round(elapsed, 2),
+                eta_s=round(elapsed / done * (settings.steps - done), 1),
+            )
+        )
+
+    norms = train_compat.inplace_updated_norms(dm, family)
+    with (
+        train_compat.autograd_usable_weights(dm),
+        cloned_inputs(norms),
+        wrapped_blocks(blocks, capture, marker, settings.gradient_checkpointing, copy_inputs=bool(norms)),
+    ):
+        adapters.attach()
+        try:
+            history = train_adapters(adapters, step, settings.steps, settings.learning_rate, on_step)
+        finally:
+            adapters.detach()
+    return history, adapters.factors()
+
+
+def _weight(name: str, default: float, high: float, tooltip: str) -> io.Float.Input:
+    return io.Float.Input(name, default=default, min=0.0, max=high, step=0.01, tooltip=tooltip)
+
+
+class UnlearnTrainLoRA(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="UnlearnTrainLoRA",
+            display_name="Unlearn: Train LoRA (T2VUnlearning)",
+            category=CATEGORY,
+            description=(
+                "Trains a LoRA that erases a concept from Wan 2.1/2.2 or HunyuanVideo (T2VUnlearning: "
+                "negative guidance target, cross-attention localization, preservation). LoRA and optimizer "
+                "in fp32; the frozen predictions come from the same model with the LoRA off. Cancel stops "
+                "within one step."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The Wan or HunyuanVideo model to erase the concept from."),
+                io.Clip.Input(
+                    "clip", tooltip="The model's text encoder (umT5 for Wan, HunyuanVideo's for it)."
+                ),
+                io.String.Input("concept", default="nudity", tooltip="The concept to erase, as words."),
+                io.String.Input(
+                    "concept_prompts",
+                    multiline=True,
+                    default="",
+                    tooltip="Prompts showing the concept, one per line. Empty: 16 are generated in the "
+                    "model's caption style (see Unlearn: Prompt Augment).",
+                ),
+                io.String.Input(
+                    "preserve_prompts",
+                    multiline=True,
+                    default="a person",
+                    tooltip="Prompts whose output must not change, one per line ('a person' for nudity).",
+                ),
+                io.Int.Input("steps", default=500, min=1, max=100000, tooltip="Training steps (paper: 500)."),
+                io.Float.Input("learning_rate", default=1e-4, min=1e-7, max=1.0, step=1e-5, round=1e-7),
+                io.Int.Input(
+                    "rank", default=32, min=1, max=256, tooltip="LoRA rank (the paper's adapters: 128)."
+                ),
+                _weight("eta", 3.0, 20.0, "Negative guidance of the target (paper: 3 nudity, 5 faces)."),
+                _weight("localization_weight", 5.0, 100.0, "alpha: keeps the LoRA in the concept's region."),
+                _weight("preservation_weight", 1.0, 100.0, "beta: keeps the preserve prompts' output."),
+                _weight("mask_threshold", 0.1, 0.99, "tau: normalised concept attention above it = concept."),
+                io.Combo.Input(
+                    "target_modules",
+                    options=list(train_compat.TARGET_PRESETS),
+                    default="attention",
+                    tooltip="attention: Wan self/cross-attention q,k,v,o; HunyuanVideo img/txt attention "
+                    "qkv/proj and single-block linear1/linear2. attention+ffn also trains the MLPs.",
+                ),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
+                io.Boolean.Input(
+                    "gradient_checkpointing",
+                    default=True,
+                    tooltip="Recompute each block in the backward pass: much less memory, about 30% slower.",
+                ),
+                io.Combo.Input(
+                    "training_dtype",
+                    options=list(TRAINING_DTYPES),
+                    default="auto",
+                    tooltip="Compute dtype of the frozen model during training (auto: as for sampling). "
+                    "The LoRA and its optimizer are always fp32.",
+                ),
+                io.Latent.Input(
+                    "latents",
+                    optional=True,
+                    tooltip="Clips the original model made for concept prompts (e.g. from KSampler). "
+                    "Absent: the node samples its own with a short run at the size below.",
+                ),
+                io.Int.Input("width", default=512, min=16, max=4096, step=16, tooltip="Self-sampled clips."),
+                io.Int.Input("height", default=320, min=16, max=4096, step=16, tooltip="Self-sampled clips."),
+                io.Int.Input(
+                    "length", default=17, min=1, max=1024, step=4, tooltip="Self-sampled clips: frames."
+                ),
+                io.Int.Input("sampling_steps", default=20, min=1, max=200, tooltip="Self-sampled clips."),
+                io.Int.Input(
+                    "sampled_clips", default=4, min=1, max=64, tooltip="Self-sampled clips: how many."
+                ),
+            ],
+            outputs=[
+                io.Model.Output(display_name="model", tooltip="The model with the trained LoRA applied."),
+                io.Custom("LORA_MODEL").Output(
+                    display_name="lora",
+                    tooltip="The LoRA (works with SaveLoRA, LoraModelLoader, Unlearn: Save LoRA).",
+                ),
+                io.Custom("LOSS_MAP").Output(
+                    display_name="loss_map",
+                    tooltip="Loss per step: 'loss' (total, for LossGraphNode), 'unlearn', 'localization', "
+                    "'preservation'.",
+                ),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(
+        cls,
+        model,
+        clip,
+        concept_prompts,
+        preserve_prompts,
+        latents=None,
+        width=512,
+        height=320,
+        length=17,
+        sampling_steps=20,
+        sampled_clips=4,
+        **hyperparameters,
+    ) -> io.NodeOutput:
+        """``hyperparameters``: the inputs named as TrainSettings' fields (concept, steps, ...)."""
+        hyperparameters["concept"] = " ".join(str(hyperparameters.get("concept", "")).split())
+        result = train_unlearning_lora(
+            model,
+            clip,
+            TrainSettings(**hyperparameters),
+            split_lines(concept_prompts),
+            split_lines(preserve_prompts),
+            latents,
+            LatentRequest(width, height, length, sampling_steps, sampled_clips),
+            node_id=getattr(cls.hidden, "unique_id", None),
+        )
+        return io.NodeOutput(result.model, result.lora, result.loss_map, ui={"text": [result.summary]})
+
+
+class UnlearnPromptAugment(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="UnlearnPromptAugment",
+            display_name="Unlearn: Prompt Augment",
+            category=CATEGORY,
+            description=(
+                "Rewrites a concept into varied prompts in a video model's caption style (long and detailed "
+                "for Wan, 1-2 sentences for HunyuanVideo), one per line. Deterministic per seed; no network. "
+                "Any LLM node's rewrites can be used instead."
+            ),
+            inputs=[
+                io.String.Input("concept", default="nudity"),
+                io.Int.Input("count", default=16, min=1, max=1000),
+                io.Combo.Input("style", options=list(STYLES), default="wan"),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF),
+            ],
+            outputs=[io.String.Output(display_name="prompts", tooltip="One prompt per line.")],
+        )
+
+    @classmethod
+    def execute(cls, concept, count, style, seed) -> io.NodeOutput:
+        return io.NodeOutput("\n".join(augment_prompts(concept, count, style, seed)))
+
+
+NODES = [UnlearnTrainLoRA, UnlearnPromptAugment]

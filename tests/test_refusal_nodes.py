@@ -1,0 +1,533 @@
+"""UnlearnRefusalEstimate / UnlearnRefusalApply on every tiny real-architecture model, in-process.
+
+About the suppression and locality numbers. The tiny text encoders are random one-layer
+transformers whose attention is nearly one-hot, so every word's encoding takes in a random
+neighbour: across sentences the same concept word's encoding agrees only to cos 0.5-0.8, and a
+pair's difference is mostly that random mixing, not the concept. Measured at the defaults (rank 4,
+alpha 10, the five pairs below): held-out distance ratio 0.80-0.90 on the Wan models, 0.82 on
+HunyuanVideo (whose own token refiner mixes the text again). And at width 256 any direction that
+carries a concept overlaps ordinary tokens: neutral change 6.4-7.7 % at alpha 10; alpha 1000 brings
+it to 0.4-1.6 % but leaves held-out ratios of 0.6-0.97. So the issue's two criteria together
+(suppression <= 0.2 on held-out prompts, neutral change <= 2 %) are not reachable on these stand-ins;
+that is recorded as a strict expected failure below, and each criterion is shown where its premise
+holds:
+
+* suppression on held-out prompts (ratio 0.07-0.17) and the velocity moving toward the safe
+  prompt (0.40-0.90 of the distance before): with a context-free variant of the tiny umT5 (the same
+  weights with the attention output projection zeroed, so a word means the same in every sentence,
+  as a trained encoder's concept word roughly does) on every Wan model; HunyuanVideo's velocity
+  with its usual stand-in encoders (0.72-0.92);
+* locality <= 2 %: with alpha 1000 on every model.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import safetensors.torch
+import torch
+
+from fixtures.tiny_models import TINY_MODELS
+
+WAN = sorted(n for n, s in TINY_MODELS.items() if s.family == "wan")
+ALL = sorted(TINY_MODELS)
+CONTEXT_FREE_WAN = "tiny_umt5_wan_context_free.safetensors"
+PROBE_STEPS = 2
+
+# Concept word shared by unsafe prompts ("nude") and by safe prompts ("clothed"); held-out prompts
+# are other sentences with the same words.
+EST = [
+    ("a nude woman on a beach", "a clothed woman on a beach"),
+    ("a nude man standing in a room", "a clothed man standing in a room"),
+    ("a nude couple walking in the forest", "a clothed couple walking in the forest"),
+    ("a photo of a nude person", "a photo of a clothed person"),
+    ("a nude model posing in a studio", "a clothed model posing in a studio"),
+]
+HELD = [
+    ("a nude girl swimming in a lake", "a clothed girl swimming in a lake"),
+    ("two nude people dancing at night", "two clothed people dancing at night"),
+    ("a nude painter in his workshop", "a clothed painter in his workshop"),
+    ("a video of a nude dancer", "a video of a clothed dancer"),
+]
+SHORT_NEUTRAL = "a dog running in a park\na red car on a highway\na bowl of fruit\nmountains under a blue sky"
+GORE = [
+    ("a bloody corpse on the street", "a sleeping man on the street"),
+    ("a gory wound on an arm", "a small tattoo on an arm"),
+    ("a violent fight in a bar", "a friendly chat in a bar"),
+]
+
+
+def load_model(name: str):
+    import nodes
+
+    return nodes.UNETLoader().load_unet(TINY_MODELS[name].filename, "default")[0]
+
+
+def load_clip(name: str, encoder_file: str | None = None):
+    from comfy_test_nodes.nodes import TinyTextEncoderLoader
+
+    spec = TINY_MODELS[name]
+    return TinyTextEncoderLoader.execute(encoder_file or spec.text_encoder_file, spec.family).result[0]
+
+
+def estimate(
+    model, clip, pairs=EST, alpha=10.0, rank=4, add_to=None, preset="custom", name="nudity", neutral=None
+):
+    from video_unlearning.erasure.presets import default_neutral_prompts
+    from video_unlearning.nodes.refusal_nodes import UnlearnRefusalEstimate
+
+    out = UnlearnRefusalEstimate.execute(
+        model,
+        clip,
+        preset,
+        name,
+        "\n".join(u for u, _ in pairs),
+        "\n".join(s for _, s in pairs),
+        default_neutral_prompts() if neutral is None else neutral,
+        rank,
+        alpha,
+        PROBE_STEPS,
+        add_to,
+    )
+    return out.result[0], out.ui["text"][0]
+
+
+def apply(model, vector, strength=1.0, blocks="all"):
+    from video_unlearning.nodes.refusal_nodes import UnlearnRefusalApply
+
+    out = UnlearnRefusalApply.execute(model, vector, strength, blocks)
+    return out.result[0], out.result[1], out.ui["text"][0]
+
+
+def edited_modules(vector) -> list[str]:
+    return [module for site in vector.sites for _, module in site.modules]
+
+
+def max_relative_difference(a: dict, b: dict) -> float:
+    return max(float((a[m][0] - b[m][0]).norm() / b[m][0].norm()) for m in b)
+
+
+def one_step_velocity(model, clip, name: str, text: str) -> torch.Tensor:
+    """A 1-step euler sample from fixed noise at sigma 1: x0 = noise - v, so it moves exactly as v."""
+    import nodes
+
+    cond = clip.encode_from_tokens_scheduled(clip.tokenize(text))
+    latent = {"samples": torch.zeros(1, TINY_MODELS[name].latent_channels, 2, 8, 8)}
+    return nodes.KSampler().sample(model, 7, 1, 1.0, "euler", "simple", cond, cond, latent)[0]["samples"]
+
+
+def assert_velocity_moves_toward_safe(model, patched, clip, name: str) -> None:
+    """For each held-out pair: ||v_edited(unsafe) - v(safe)|| < ||v(unsafe) - v(safe)||."""
+    for unsafe_text, safe_text in HELD:
+        v_safe = one_step_velocity(model, clip, name, safe_text)
+        before = (one_step_velocity(model, clip, name, unsafe_text) - v_safe).norm()
+        after = (one_step_velocity(patched, clip, name, unsafe_text) - v_safe).norm()
+        assert after < before, (unsafe_text, float(after / before))
+
+
+@pytest.fixture(autouse=True)
+def as_comfyui_runs_nodes():
+    """Nodes run under inference mode in ComfyUI. One thread: these models are too small to gain
+    from more, and a second thread waiting on a busy core made each op 30 times slower here."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def context_free_wan_encoder(host_base) -> str:
+    from comfy_test_nodes import tiny_text_encoder
+
+    weights = tiny_text_encoder.make_weights("wan", 0)
+    key = "encoder.block.0.layer.0.SelfAttention.o.weight"
+    weights[key] = torch.zeros_like(weights[key])
+    safetensors.torch.save_file(weights, str(host_base / "models" / "text_encoders" / CONTEXT_FREE_WAN))
+    return CONTEXT_FREE_WAN
+
+
+@functools.cache
+def erased(name: str, encoder_file: str | None = None, alpha: float = 10.0):
+    """(model, clip, vector, patched, lora, report) for one tiny model, computed once."""
+    model, clip = load_model(name), load_clip(name, encoder_file)
+    vector, _ = estimate(model, clip, alpha=alpha)
+    return (model, clip, vector, *apply(model, vector))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_apply_patches_each_chosen_layer_with_the_closed_form_edit(comfy, name):
+    from video_unlearning.erasure.lora_format import PREFIX
+    from video_unlearning.nodes import comfy_compat as compat
+
+    model, _, vector, patched, lora, report = erased(name)
+    blocks = compat.detect_architecture(model).num_blocks
+    modules = edited_modules(vector)
+    wan = TINY_MODELS[name].family == "wan"
+    assert len(modules) == (2 * blocks if wan else 2 * blocks + 1)
+    assert sorted(patched.patches) == sorted(f"diffusion_model.{m}.weight" for m in modules)
+    assert model.patches == {}  # the incoming MODEL is not patched
+    assert not any("_img" in key or "ffn" in key for key in patched.patches)  # not k_img / v_img, not ffn
+    before, after = compat.current_weights(model, modules), compat.current_weights(patched, modules)
+    for site in vector.sites:
+        q = torch.linalg.qr(site.directions.double().T).Q
+        for _, module in site.modules:
+            w = before[module][0].double()
+            expected = w - (w @ q) @ q.T
+            assert float((after[module][0].double() - expected).norm() / w.norm()) < 1e-6, module
+            assert torch.equal(after[module][1], before[module][1])  # bias unchanged
+            assert module in report
+    assert set(lora) == {
+        PREFIX + m + s for m in modules for s in (".lora_up.weight", ".lora_down.weight", ".alpha")
+    }
+    assert all(
+        float(lora[PREFIX + m + ".alpha"]) == lora[PREFIX + m + ".lora_down.weight"].shape[0] for m in modules
+    )
+    meta = lora.metadata
+    assert meta["method"] == "refusal_vector" and meta["base_architecture"] == vector.architecture
+    assert meta["concept"] == "nudity" and meta["strength"] == "1.0" and meta["pack_version"] == "0.1.0"
+    assert ["a nude woman on a beach", "a clothed woman on a beach"] in __import__("json").loads(
+        meta["prompts"]
+    )["nudity"]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_saved_lora_reproduces_the_edit_through_stock_loaders(comfy, host_base, name):
+    import folder_paths
+    import nodes
+    from comfy_extras.nodes_train import LoraModelLoader, SaveLoRA
+
+    from video_unlearning.erasure.lora_format import load_lora_file, save_lora_file
+    from video_unlearning.nodes import comfy_compat as compat
+
+    model, _, vector, patched, lora, _ = erased(name)
+    modules = edited_modules(vector)
+    reference = compat.current_weights(patched, modules)
+
+    filename = f"refusal_{name}.safetensors"
+    save_lora_file(host_base / "models" / "loras" / filename, lora, lora.metadata)
+    from_file = nodes.LoraLoaderModelOnly().load_lora_model_only(model, filename, 1.0)[0]
+    assert set(from_file.patches) == set(patched.patches)  # every key matched
+    assert max_relative_difference(compat.current_weights(from_file, modules), reference) < 1e-5
+
+    from_dict = LoraModelLoader.execute(model, lora, 1.0).result[0]
+    assert max_relative_difference(compat.current_weights(from_dict, modules), reference) < 1e-5
+
+    SaveLoRA.execute(lora, f"loras/stock_{name}")
+    saved = sorted((host_base / "output" / "loras").glob(f"stock_{name}_*.safetensors"))
+    stock_file = load_lora_file(saved[-1])
+    assert set(stock_file) == set(lora) and all(torch.equal(stock_file[k], lora[k]) for k in lora)
+    assert load_lora_file(folder_paths.get_full_path_or_raise("loras", filename)).metadata == lora.metadata
+
+
+@pytest.mark.parametrize("name", WAN)
+def test_held_out_prompts_are_suppressed_and_velocity_moves_toward_safe(
+    comfy, context_free_wan_encoder, name
+):
+    from video_unlearning.erasure.edits import pair_distance_ratio
+    from video_unlearning.nodes import comfy_compat as compat
+    from video_unlearning.nodes.refusal_nodes import site_activations
+
+    model, clip, vector, patched, _, _ = erased(name, context_free_wan_encoder)
+    (site,) = vector.sites
+    acts = site_activations(model, clip, [u for u, _ in HELD] + [s for _, s in HELD], PROBE_STEPS)[site.name]
+    unsafe, safe = site.pooled(acts[: len(HELD)]), site.pooled(acts[len(HELD) :])
+    weights = compat.current_weights(model, edited_modules(vector))
+    for module, (weight, _) in weights.items():
+        ratios = pair_distance_ratio(weight, site.basis, 1.0, unsafe, safe)
+        assert ratios.max() <= 0.2, (module, ratios)
+    assert_velocity_moves_toward_safe(model, patched, clip, name)
+
+
+def test_hunyuan_velocity_moves_toward_safe_on_held_out_prompts(comfy):
+    """HunyuanVideo with its stand-in encoders: the layer-level suppression is out of reach (see the
+    module docstring), the whole model's velocity for held-out unsafe prompts still moves toward
+    the safe prompts' (measured 0.72-0.92 of the distance before)."""
+    name = "tiny_hunyuan_video"
+    model, clip, _, patched, _, _ = erased(name)
+    assert_velocity_moves_toward_safe(model, patched, clip, name)
+
+
+@pytest.mark.xfail(
+    strict=True, raises=AssertionError, reason="tiny random text encoders: see the module docstring"
+)
+@pytest.mark.parametrize("name", ALL)
+def test_issue_criteria_with_the_tiny_random_encoders(comfy, name):
+    """Held-out suppression <= 0.2 and neutral change <= 2 % together, default settings."""
+    from video_unlearning.erasure.edits import pair_distance_ratio, relative_output_change
+    from video_unlearning.nodes import comfy_compat as compat
+    from video_unlearning.nodes.refusal_nodes import site_activations
+
+    model, clip, vector, _, _, _ = erased(name)
+    acts = site_activations(model, clip, [u for u, _ in HELD] + [s for _, s in HELD], PROBE_STEPS)
+    weights = compat.current_weights(model, edited_modules(vector))
+    for site in vector.sites:
+        unsafe, safe = site.pooled(acts[site.name][: len(HELD)]), site.pooled(acts[site.name][len(HELD) :])
+        for _, module in site.modules:
+            weight, bias = weights[module]
+            assert pair_distance_ratio(weight, site.basis, 1.0, unsafe, safe).max() <= 0.2
+            assert relative_output_change(weight, bias, site.basis, 1.0, site.neutral) <= 0.02
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_large_contrast_weight_keeps_neutral_prompts_within_two_percent(comfy, name):
+    from video_unlearning.erasure.edits import relative_output_change
+    from video_unlearning.nodes import comfy_compat as compat
+
+    model, clip = load_model(name), load_clip(name)
+    changes = {}
+    for alpha in (0.0, 1000.0):
+        vector, _ = estimate(model, clip, alpha=alpha)
+        weights = compat.current_weights(model, edited_modules(vector))
+        changes[alpha] = [
+            relative_output_change(*weights[module], site.basis, 1.0, site.neutral)
+            for site in vector.sites
+            for _, module in site.modules
+        ]
+    assert max(changes[1000.0]) <= 0.02, changes
+    assert sum(changes[1000.0]) < sum(changes[0.0])
+
+
+@pytest.mark.parametrize("name", ["tiny_wan21_i2v", "tiny_hunyuan_video"])
+def test_incoming_model_untouched_and_original_sampling_bit_identical(comfy, name):
+    import comfy.model_management
+
+    model, clip = load_model(name), load_clip(name)
+    state = {k: v.clone() for k, v in model.model.state_dict().items()}
+    original = one_step_velocity(model, clip, name, "a nude girl swimming in a lake")
+    vector, _ = estimate(model, clip)
+    patched, _, _ = apply(model, vector)
+    edited = one_step_velocity(patched, clip, name, "a nude girl swimming in a lake")
+    again = one_step_velocity(model, clip, name, "a nude girl swimming in a lake")
+    assert not torch.equal(edited, original)
+    assert torch.equal(again, original)
+    assert model.patches == {} and patched.patches
+    comfy.model_management.unload_all_models()
+    assert all(torch.equal(v, state[k]) for k, v in model.model.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    "name, dtype, tolerance",
+    [
+        ("tiny_wan21_t2v", torch.float16, 2e-3),
+        ("tiny_wan22_5b", torch.bfloat16, 1e-2),
+        ("tiny_wan21_t2v", torch.float8_e4m3fn, 0.1),
+        ("tiny_hunyuan_video", torch.float8_e4m3fn, 0.1),
+    ],
+)
+def test_low_precision_weights_get_the_edit_computed_in_fp32(comfy, name, dtype, tolerance):
+    import comfy.model_management
+    import comfy.sd
+    import folder_paths
+    import nodes
+
+    from video_unlearning.nodes import comfy_compat as compat
+
+    filename = TINY_MODELS[name].filename
+    if dtype == torch.float8_e4m3fn:
+        model = nodes.UNETLoader().load_unet(filename, "fp8_e4m3fn")[0]
+    else:
+        path = folder_paths.get_full_path_or_raise("diffusion_models", filename)
+        model = comfy.sd.load_diffusion_model(path, model_options={"dtype": dtype})
+    clip = load_clip(name)
+    vector, _ = estimate(model, clip)
+    patched, lora, _ = apply(model, vector)
+    assert all(t.dtype == torch.float32 for t in lora.values())
+    modules = edited_modules(vector)
+    stored = compat.current_weights(model, modules)
+    comfy.model_management.load_models_gpu([patched])  # ComfyUI applies the patches in the model's dtype
+    dm = patched.model.diffusion_model
+    for site in vector.sites:
+        q = site.basis
+        for _, module in site.modules:
+            applied = dm.get_submodule(module).weight
+            assert applied.dtype == dtype, module
+            w = stored[module][0]
+            expected = w - (w @ q) @ q.T
+            assert float((applied.float() - expected).norm() / w.norm()) < tolerance, module
+            assert float((applied.float() @ q).norm() / (w @ q).norm()) < 3 * tolerance, module
+    sample = one_step_velocity(patched, clip, name, "a nude girl swimming in a lake")
+    assert torch.isfinite(sample).all()
+    comfy.model_management.unload_all_models()
+
+
+def _other_family_model(config: dict):
+    import comfy.model_detection
+    import comfy.model_patcher
+
+    model_config = comfy.model_detection.model_config_from_unet_config(config)
+    with torch.device("meta"):
+        base = model_config.get_model({})
+    return comfy.model_patcher.ModelPatcher(base, torch.device("cpu"), torch.device("cpu"))
+
+
+SD15_CONFIG = {
+    "use_checkpoint": False,
+    "image_size": 32,
+    "out_channels": 4,
+    "use_spatial_transformer": True,
+    "legacy": False,
+    "adm_in_channels": None,
+    "in_channels": 4,
+    "model_channels": 320,
+    "num_res_blocks": [2, 2, 2, 2],
+    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+    "channel_mult": [1, 2, 4, 4],
+    "transformer_depth_middle": 1,
+    "use_linear_in_transformer": False,
+    "context_dim": 768,
+    "num_heads": 8,
+    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+    "use_temporal_attention": False,
+    "use_temporal_resblock": False,
+}
+FLUX_CONFIG = {
+    "image_model": "flux",
+    "axes_dim": [16, 56, 56],
+    "num_heads": 24,
+    "mlp_ratio": 4.0,
+    "theta": 10000,
+    "out_channels": 16,
+    "qkv_bias": True,
+    "in_channels": 16,
+    "hidden_size": 3072,
+    "context_in_dim": 4096,
+    "patch_size": 2,
+    "vec_in_dim": 768,
+    "depth": 1,
+    "depth_single_blocks": 1,
+    "guidance_embed": True,
+}
+
+
+@pytest.mark.parametrize("config, family", [(SD15_CONFIG, "SD15"), (FLUX_CONFIG, "Flux")])
+def test_models_of_other_families_are_refused_by_name(comfy, config, family):
+    other = _other_family_model(config)
+    _, clip, vector, _, _, _ = erased("tiny_wan21_t2v")
+    for call in (lambda: estimate(other, clip), lambda: apply(other, vector)):
+        with pytest.raises(
+            ValueError, match=f"this MODEL is {family}.*supported: Wan 2.1 T2V/I2V.*HunyuanVideo"
+        ):
+            call()
+
+
+def test_vectors_from_another_architecture_width_or_expert_are_refused(comfy):
+    _, _, t2v_vector, _, _, _ = erased("tiny_wan21_t2v")
+    with pytest.raises(
+        ValueError, match="estimated on wan21_t2v \\(width 256\\) but the MODEL is hunyuan_video"
+    ):
+        apply(load_model("tiny_hunyuan_video"), t2v_vector)
+    with pytest.raises(ValueError, match="estimated on wan21_t2v \\(width 256\\) but the MODEL is wan22_5b"):
+        apply(load_model("tiny_wan22_5b"), t2v_vector)
+    wide = __import__("dataclasses").replace(t2v_vector, width=5120)
+    with pytest.raises(ValueError, match="width 5120\\) but the MODEL is wan21_t2v \\(width 256\\)"):
+        apply(load_model("tiny_wan21_t2v"), wide)
+    _, _, high_noise, _, _, _ = erased("tiny_wan22_a14b_high_noise")
+    with pytest.raises(ValueError, match="different model of the same architecture .*A14B"):
+        apply(load_model("tiny_wan22_a14b_low_noise"), high_noise)
+
+
+def test_bad_prompts_and_block_ranges_get_clear_errors(comfy):
+    model, clip, vector, _, _, _ = erased("tiny_wan21_t2v")
+    with pytest.raises(ValueError, match="5 unsafe prompt\\(s\\) but 4 safe prompt\\(s\\)"):
+        from video_unlearning.nodes.refusal_nodes import UnlearnRefusalEstimate
+
+        UnlearnRefusalEstimate.execute(
+            model,
+            clip,
+            "custom",
+            "",
+            "\n".join(u for u, _ in EST),
+            "\n".join(s for _, s in EST[:4]),
+            "a dog",
+            4,
+            10.0,
+            PROBE_STEPS,
+        )
+    with pytest.raises(ValueError, match="no prompts: with preset 'custom'"):
+        estimate(model, clip, pairs=[])
+    with pytest.raises(ValueError, match="no neutral prompts"):
+        estimate(model, clip, neutral="\n \n")
+    with pytest.raises(ValueError, match="needs a person's name"):
+        estimate(model, clip, pairs=[], preset="person", name="")
+    with pytest.raises(
+        ValueError, match="block selection '0-5' is outside the model: blocks are numbered 0-1"
+    ):
+        apply(model, vector, blocks="0-5")
+    with pytest.raises(ValueError, match="cannot read 'last'"):
+        apply(model, vector, blocks="0,last")
+
+
+@pytest.mark.parametrize(
+    "name, stream_samples", [("tiny_wan21_t2v", 5), ("tiny_hunyuan_video", 5 * PROBE_STEPS)]
+)
+def test_rank_above_the_number_of_difference_samples_is_clamped_and_reported(comfy, name, stream_samples):
+    model, clip = load_model(name), load_clip(name)
+    vector, text = estimate(model, clip, rank=8, neutral=SHORT_NEUTRAL)
+    assert vector.sites[0].unsafe.shape[0] == stream_samples  # HunyuanVideo: one per pair and probe step
+    (concept,) = vector.concepts
+    assert (concept.rank_requested, concept.rank_used, concept.samples, concept.rank_clamped) == (
+        8,
+        5,
+        5,
+        True,
+    )
+    assert "rank 8 clamped to 5: only 5 difference samples" in text
+
+
+def test_one_block_range_edits_only_those_blocks(comfy):
+    model, _, vector, _, _, _ = erased("tiny_wan21_t2v")
+    patched, lora, report = apply(model, vector, blocks="1")
+    assert sorted(patched.patches) == [
+        "diffusion_model.blocks.1.cross_attn.k.weight",
+        "diffusion_model.blocks.1.cross_attn.v.weight",
+    ]
+    assert len(lora) == 6 and "blocks 1" in report
+
+
+def test_two_concepts_in_one_vector_each_lose_their_direction(comfy):
+    from video_unlearning.nodes import comfy_compat as compat
+
+    model, clip = load_model("tiny_wan21_t2v"), load_clip("tiny_wan21_t2v")
+    nudity, _ = estimate(model, clip)
+    both, text = estimate(model, clip, pairs=GORE, name="gore", add_to=nudity, neutral=SHORT_NEUTRAL)
+    assert [c.name for c in both.concepts] == ["nudity", "gore"] and "- gore: 3 pairs" in text
+    (site,) = both.sites
+    q = site.basis
+    torch.testing.assert_close(q.T @ q, torch.eye(2), atol=1e-5, rtol=0)
+    patched, lora, _ = apply(model, both)
+    assert lora["diffusion_model.blocks.0.cross_attn.k.lora_down.weight"].shape == (2, 256)
+    module = "blocks.0.cross_attn.k"
+    after = compat.current_weights(patched, [module])[module][0]
+    before = compat.current_weights(model, [module])[module][0]
+    for direction in site.directions:
+        assert float((after @ direction).norm() / (before @ direction).norm()) < 1e-4
+    with pytest.raises(ValueError, match="estimated on wan21_t2v .* but the MODEL is hunyuan_video"):
+        estimate(load_model("tiny_hunyuan_video"), load_clip("tiny_hunyuan_video"), add_to=nudity)
+
+
+def test_person_preset_fills_in_the_name(comfy):
+    model, clip = load_model("tiny_wan21_t2v"), load_clip("tiny_wan21_t2v")
+    vector, text = estimate(model, clip, pairs=[], preset="person", name="Jane Roe", neutral=SHORT_NEUTRAL)
+    (concept,) = vector.concepts
+    assert (
+        concept.name == "Jane Roe"
+        and ("a photo of Jane Roe smiling", "a photo of a person smiling") in concept.pairs
+    )
+    assert "- Jane Roe: 6 pairs" in text
+
+
+def test_patches_that_do_not_all_match_fail_loudly(comfy):
+    from video_unlearning.nodes import comfy_compat as compat
+
+    model = load_model("tiny_wan21_t2v")
+    up, down = torch.zeros(256, 1), torch.zeros(1, 256)
+    factors = {"blocks.0.cross_attn.k": (up, down), "blocks.7.cross_attn.k": (up, down)}
+    with pytest.raises(RuntimeError, match="only 1 of 2 layers could be patched; missing: .*blocks.7"):
+        compat.add_lowrank_patches(model, factors)
+    with pytest.raises(RuntimeError, match="nothing to patch"):
+        compat.add_lowrank_patches(model, {})
+    assert model.patches == {}

@@ -1,0 +1,591 @@
+"""UnlearnTrainLoRA on the tiny real-architecture Wan 2.1 and HunyuanVideo models, in-process (CPU).
+
+Models and text encoders load inside torch.inference_mode(), as ComfyUI runs nodes. Velocities are
+measured here with the model's own ``apply_model``, not with the trainer's code.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+
+import pytest
+import torch
+
+from fixtures.tiny_models import TINY_MODELS
+
+MODELS = {"wan": "tiny_wan21_t2v", "hunyuan_video": "tiny_hunyuan_video"}
+PRESERVE = ["a person", "a person walking on a beach"]
+QUICK = dict(
+    steps=30,
+    learning_rate=1e-3,
+    rank=8,
+    preservation_weight=20.0,
+    width=64,
+    height=64,
+    length=5,
+    sampling_steps=2,
+    sampled_clips=2,
+)
+
+
+@functools.cache
+def settings() -> dict:
+    """The node's own defaults (eta 3, alpha 5, tau 0.1, attention LoRA, checkpointing, ...) made
+    quick: 30 steps at a higher learning rate, rank 8, beta 20, two self-sampled 5-frame 64x64 clips."""
+    from video_unlearning.nodes.train_nodes import UnlearnTrainLoRA
+
+    inputs = UnlearnTrainLoRA.GET_SCHEMA().inputs
+    return dict({i.id: i.default for i in inputs if getattr(i, "default", None) is not None}, **QUICK)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These tiny ops are dominated by thread start-up on a busy 2-core machine: run them on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def load(name: str):
+    import nodes
+
+    from comfy_test_nodes.nodes import TinyTextEncoderLoader
+
+    spec = TINY_MODELS[name]
+    with torch.inference_mode():
+        model = nodes.UNETLoader().load_unet(spec.filename, "default")[0]
+        clip = TinyTextEncoderLoader.execute(spec.text_encoder_file, spec.family).result[0]
+    return model, clip
+
+
+def train(model, clip, concept_prompts, preserve=PRESERVE, latents=None, **overrides):
+    from video_unlearning.nodes.train_nodes import UnlearnTrainLoRA
+
+    args = dict(settings(), **overrides)
+    args.update(concept_prompts="\n".join(concept_prompts), preserve_prompts="\n".join(preserve))
+    with torch.inference_mode():
+        return UnlearnTrainLoRA.execute(model=model, clip=clip, latents=latents, **args)
+
+
+class Probe:
+    """Velocities v = (x_t - D(x_t)) / sigma of any MODEL at fixed points, for encoded prompts."""
+
+    def __init__(self, family: str, clip, seed: int = 7):
+        self.family, self.clip, self._conds = family, clip, {}
+        g = torch.Generator().manual_seed(seed)
+        x0 = torch.randn(1, 16, 2, 8, 8, generator=g)
+        self.points = []
+        for sigma in (0.4, 0.8):
+            noise = torch.randn(x0.shape, generator=g)
+            self.points.append(((1 - sigma) * x0 + sigma * noise, torch.tensor([sigma])))
+
+    def cond(self, prompt: str):
+        if prompt not in self._conds:
+            with torch.inference_mode():
+                self._conds[prompt] = self.clip.encode_from_tokens_scheduled(self.clip.tokenize(prompt))[0]
+        return self._conds[prompt]
+
+    def velocities(self, model, prompt: str) -> list[torch.Tensor]:
+        import comfy.model_management
+
+        cond, extras = self.cond(prompt)
+        kwargs = (
+            {} if self.family == "wan" else {"y": extras["pooled_output"], "guidance": torch.tensor([6.0])}
+        )
+        comfy.model_management.load_models_gpu([model])
+        out = []
+        with torch.inference_mode():
+            for x_t, sigma in self.points:
+                denoised = model.model.apply_model(x_t, sigma, c_crossattn=cond, **kwargs)
+                out.append(((x_t - denoised) / sigma).float())
+        return out
+
+
+@functools.cache
+def prompts(family: str) -> tuple[list[str], list[str]]:
+    from video_unlearning.erasure.prompt_augment import augment_prompts
+
+    return augment_prompts("nudity", 6, family, seed=0), augment_prompts("nudity", 4, family, seed=1)
+
+
+@pytest.fixture(scope="module")
+def trained(comfy):
+    """One 30-step run per family (self-sampled latents, gradient checkpointing), shared by tests."""
+    runs = {}
+
+    def get(family: str):
+        if family not in runs:
+            model, clip = load(MODELS[family])
+            out = train(model, clip, prompts(family)[0])
+            runs[family] = dict(base=model, clip=clip, out=out, probe=Probe(family, clip))
+        return runs[family]
+
+    return get
+
+
+def _shift_stats(run, prompt_list):
+    """Per prompt and point: (projection of the shift on v_neg - v, |shift|, L before, L after)."""
+    probe, base, tuned = run["probe"], run["base"], run["out"].result[0]
+    empty = probe.velocities(base, "")
+    stats = []
+    for prompt in prompt_list:
+        before, after = probe.velocities(base, prompt), probe.velocities(tuned, prompt)
+        for v, v_t, v_e in zip(before, after, empty, strict=True):
+            v_neg = v_e - settings()["eta"] * (v - v_e)
+            toward, shift = v_neg - v, v_t - v
+            stats.append(
+                (
+                    float((shift * toward).sum() / toward.norm()),
+                    float(shift.norm()),
+                    float((v - v_neg).pow(2).mean()),
+                    float((v_t - v_neg).pow(2).mean()),
+                )
+            )
+    return stats
+
+
+@pytest.mark.parametrize("family", sorted(MODELS))
+def test_training_lowers_the_unlearning_loss(trained, family):
+    """L_unlearn on fixed points (the per-step series is noisy: each step draws prompt, clip, sigma)."""
+    run = trained(family)
+    loss_map = run["out"].result[2]
+    assert set(loss_map) == {"loss", "unlearn", "localization", "preservation"}
+    assert all(len(v) == settings()["steps"] for v in loss_map.values())
+    assert all(v >= 0 for series in loss_map.values() for v in series)
+    stats = _shift_stats(run, prompts(family)[0])
+    before, after = statistics.mean(s[2] for s in stats), statistics.mean(s[3] for s in stats)
+    print(f"{family}: L_unlearn on the training prompts {before:.4g} -> {after:.4g}")
+    assert after < 0.9 * before, (before, after)
+
+
+@pytest.mark.parametrize("family", sorted(MODELS))
+def test_held_out_concept_prompts_move_toward_v_neg_and_preserve_prompts_much_less(trained, family):
+    run = trained(family)
+    held_out = _shift_stats(run, prompts(family)[1])
+    preserved = _shift_stats(run, PRESERVE)
+    assert all(s[0] > 0 for s in held_out), held_out  # every shift has a component toward v_neg
+    assert statistics.mean(s[3] for s in held_out) < statistics.mean(s[2] for s in held_out)
+    concept_shift = statistics.mean(s[1] for s in held_out)
+    preserve_shift = statistics.mean(s[1] for s in preserved)
+    print(
+        f"{family}: held-out L_unlearn {statistics.mean(s[2] for s in held_out):.4g} -> "
+        f"{statistics.mean(s[3] for s in held_out):.4g}; |shift| held-out {concept_shift:.4g}, "
+        f"preserve {preserve_shift:.4g} (ratio {preserve_shift / concept_shift:.3f})"
+    )
+    assert preserve_shift < concept_shift / 3, (preserve_shift, concept_shift)
+
+
+def test_returned_model_is_a_patched_clone_and_input_model_is_untouched(trained):
+    run = trained("wan")
+    base, tuned = run["base"], run["out"].result[0]
+    assert tuned is not base and not base.patches
+    assert tuned.model is base.model  # same weights, the LoRA lives in patches
+    assert len(tuned.patches) == len(run["out"].result[1]) // 3  # up, down, alpha per module
+    fresh, _ = load(MODELS["wan"])
+    probe = run["probe"]
+    for a, b in zip(probe.velocities(base, "a person"), probe.velocities(fresh, "a person"), strict=True):
+        assert torch.equal(a, b)
+    dm = base.model.diffusion_model
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in dm.modules())
+    assert not any("forward" in m.__dict__ for m in dm.modules())
+
+
+@pytest.mark.parametrize("family", sorted(MODELS))
+def test_lora_works_with_stock_lora_model_loader_and_has_fp32_tensors(trained, family):
+    from comfy_extras.nodes_train import LoraModelLoader
+
+    run = trained(family)
+    lora = run["out"].result[1]
+    assert all(t.dtype == torch.float32 for t in lora.values())
+    assert (
+        lora.metadata["base_architecture"] == {"wan": "wan21_t2v", "hunyuan_video": "hunyuan_video"}[family]
+    )
+    with torch.inference_mode():
+        stock = LoraModelLoader.execute(run["base"], lora, 1.0).result[0]
+    for a, b in zip(
+        run["probe"].velocities(stock, prompts(family)[1][0]),
+        run["probe"].velocities(run["out"].result[0], prompts(family)[1][0]),
+        strict=True,
+    ):
+        assert (a - b).norm() / b.norm() < 1e-5
+
+
+def test_adapter_hooks_compute_what_the_exported_patch_computes(comfy):
+    """The function trained (frozen layer + fp32 adapter through a hook) is the one exported."""
+    from video_unlearning.erasure.training import MarkedRow
+    from video_unlearning.nodes import comfy_compat, train_compat
+
+    model, clip = load(MODELS["wan"])
+    targets = train_compat.adapter_targets(model.model.diffusion_model, "wan", "attention")
+    adapters = train_compat.make_adapters(model, targets, 4, 4.0, 0, MarkedRow())
+    g = torch.Generator().manual_seed(3)
+    for a in adapters.adapters.values():
+        a.up.data.copy_(torch.randn(a.up.shape, generator=g) * 0.05)
+    probe = Probe("wan", clip)
+    patched = comfy_compat.add_lowrank_patches(model, adapters.factors())
+    expected = probe.velocities(patched, "nudity on a beach")
+    probe.velocities(model, "nudity on a beach")  # load the unpatched weights back
+    adapters.attach()
+    try:
+        hooked = probe.velocities(model, "nudity on a beach")
+    finally:
+        adapters.detach()
+    for a, b in zip(hooked, expected, strict=True):
+        assert (a - b).norm() / b.norm() < 1e-5
+
+
+def _memory_peak(fn):
+    """Peak of live CPU tensor memory allocated inside ``fn`` (bytes), from the torch profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = fn()
+    events = sorted(
+        (e for e in prof.events() if e.name == "[memory]" or e.self_cpu_memory_usage),
+        key=lambda e: e.time_range.start,
+    )
+    live = peak = 0
+    for e in events:
+        live += e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak, result
+
+
+def test_training_shares_the_weights_and_stays_within_the_memory_bound(comfy, monkeypatch):
+    """No second copy of the weights: the frozen layers that autograd sees share the model's storage,
+    and training's peak stays below 0.3 x weights + one forward-backward over a step's prompts."""
+    import comfy.model_management
+    import nodes
+
+    from video_unlearning.erasure.training import cloned_inputs
+    from video_unlearning.nodes import train_compat, train_nodes
+
+    model, clip = load(MODELS["wan"])
+    dm = model.model.diffusion_model
+    originals = {n: (p, p.data_ptr()) for n, p in dm.named_parameters()}
+    weights = sum(p.numel() * p.element_size() for p, _ in originals.values())
+    latents = {"samples": torch.randn(1, 16, 1, 8, 8, generator=torch.Generator().manual_seed(0))}
+
+    # One forward-backward over the three prompts of a step, on a normally loaded copy of the model.
+    copy = nodes.UNETLoader().load_unet(TINY_MODELS[MODELS["wan"]].filename, "default")[0]
+    comfy.model_management.load_models_gpu([copy])
+    copy.model.requires_grad_(False)
+    with torch.inference_mode():
+        conds = [
+            clip.encode_from_tokens_scheduled(clip.tokenize(p))[0][0] for p in ("", "nudity", PRESERVE[0])
+        ]
+    conds = [c.clone() for c in conds]
+    x = copy.model.process_latent_in(latents["samples"]).repeat(3, 1, 1, 1, 1).requires_grad_(True)
+
+    def forward_backward():
+        denoised = copy.model.apply_model(x, torch.full((3,), 0.5), c_crossattn=torch.cat(conds))
+        denoised.pow(2).mean().backward()
+
+    with cloned_inputs(train_compat.inplace_updated_norms(copy.model.diffusion_model, "wan")):
+        activations, _ = _memory_peak(forward_backward)
+
+    seen = {}
+    real_train, real_loop = train_nodes._train, train_nodes.train_adapters
+
+    def loop(*args, **kwargs):
+        seen["during"] = {n: (p, p.data_ptr(), p.is_inference()) for n, p in dm.named_parameters()}
+        return real_loop(*args, **kwargs)
+
+    def measured_train(*args, **kwargs):
+        peak, result = _memory_peak(lambda: real_train(*args, **kwargs))
+        seen["peak"] = peak
+        return result
+
+    monkeypatch.setattr(train_nodes, "train_adapters", loop)
+    monkeypatch.setattr(train_nodes, "_train", measured_train)
+    train(model, clip, ["nudity on a beach"], latents=latents, steps=3, gradient_checkpointing=False)
+
+    during = seen["during"]
+    assert set(during) == set(originals)
+    for name, (_, ptr) in originals.items():
+        alias, alias_ptr, inference = during[name]
+        assert alias_ptr == ptr and not inference, name  # same storage, usable by autograd
+        assert not alias.requires_grad
+    after = {n: p for n, p in dm.named_parameters()}
+    assert all(after[n] is p for n, (p, _) in originals.items())  # the originals are back
+    print(
+        f"weights {weights / 1e6:.2f} MB, forward-backward {activations / 1e6:.2f} MB, training peak "
+        f"{seen['peak'] / 1e6:.2f} MB (bound {(0.3 * weights + activations) / 1e6:.2f} MB)"
+    )
+    assert seen["peak"] < 0.3 * weights + activations, (seen["peak"], weights, activations)
+
+
+def test_checkpointing_gives_the_same_lora_as_plain_backprop(comfy):
+    latents = {"samples": torch.randn(1, 16, 2, 8, 8, generator=torch.Generator().manual_seed(1))}
+    for family, name in MODELS.items():
+        model, clip = load(name)
+        runs = [
+            train(model, clip, prompts(family)[0][:2], latents=latents, steps=3, gradient_checkpointing=ckpt)
+            for ckpt in (False, True)
+        ]
+        plain, checkpointed = (r.result[1] for r in runs)
+        assert any(v.abs().sum() > 0 for k, v in plain.items() if k.endswith("lora_up.weight"))
+        for key in plain:
+            torch.testing.assert_close(plain[key], checkpointed[key], rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_training_keeps_fp32_lora_and_finite_losses(comfy):
+    model, clip = load(MODELS["hunyuan_video"])
+    latents = {"samples": torch.randn(1, 16, 1, 8, 8)}
+    out = train(model, clip, ["nudity on a beach"], latents=latents, steps=2, training_dtype="bf16")
+    assert all(t.dtype == torch.float32 for t in out.result[1].values())
+    assert all(torch.isfinite(torch.tensor(v)).all() for v in out.result[2].values())
+    assert not model.object_patches  # the compute dtype was set on a private clone
+
+
+def test_cancel_stops_within_a_step_and_leaves_the_model_as_it_was(comfy, monkeypatch):
+    import comfy.model_management
+
+    from video_unlearning.nodes import train_compat
+
+    model, clip = load(MODELS["hunyuan_video"])
+    probe = Probe("hunyuan_video", clip)
+    before = probe.velocities(model, "nudity")
+    params = {n: p for n, p in model.model.diffusion_model.named_parameters()}
+    steps_seen = []
+
+    def progress(payload):
+        steps_seen.append(payload["step"])
+        if payload["step"] == 2:
+            comfy.model_management.interrupt_current_processing(True)  # what the Cancel button does
+
+    monkeypatch.setattr(train_compat, "send_progress", progress)
+    latents = {"samples": torch.randn(1, 16, 1, 8, 8)}
+    with pytest.raises(comfy.model_management.InterruptProcessingException):
+        train(model, clip, ["nudity"], latents=latents, steps=50)
+    assert steps_seen == [1, 2]
+    dm = model.model.diffusion_model
+    assert all(p is params[n] for n, p in dm.named_parameters())
+    assert not any(m._forward_hooks or m._forward_pre_hooks or "forward" in m.__dict__ for m in dm.modules())
+    for a, b in zip(before, probe.velocities(model, "nudity"), strict=True):
+        assert torch.equal(a, b)
+
+
+def _tiny_sd15():
+    """A tiny SD1.5 UNet built with ComfyUI's own classes: a model of another family."""
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    unet = dict(
+        model_channels=32, in_channels=4, out_channels=4, num_res_blocks=[1], channel_mult=[1],
+        transformer_depth=[0], transformer_depth_output=[0, 0], transformer_depth_middle=-2,
+        context_dim=768, num_heads=1, num_head_channels=-1, use_linear_in_transformer=False,
+        adm_in_channels=None, use_spatial_transformer=True, image_size=32, dims=2,
+    )  # fmt: skip
+    base = comfy.supported_models.SD15(unet).get_model({})
+    return comfy.model_patcher.ModelPatcher(base, torch.device("cpu"), torch.device("cpu"))
+
+
+def test_bad_inputs_get_clear_errors(comfy):
+    model, clip = load(MODELS["wan"])
+    _, hunyuan_clip = load(MODELS["hunyuan_video"])
+    good = {"samples": torch.randn(1, 16, 1, 8, 8)}
+    cases = [
+        (dict(steps=0), good, clip, model, "steps must be at least 1"),
+        (dict(concept="   "), good, clip, model, "concept is empty"),
+        (
+            {},
+            {"samples": torch.randn(1, 48, 1, 8, 8)},
+            clip,
+            model,
+            "48 channels but this model's latents have 16",
+        ),
+        ({}, {"samples": torch.randn(1, 16, 8, 8)}, clip, model, r"a video latent is \[batch, 16, frames"),
+        ({}, {"samples": torch.randn(1, 16, 2, 7, 8)}, clip, model, "do not fit the model's 1x2x2 patches"),
+        ({}, good, clip, _tiny_sd15(), "Train LoRA supports Wan 2.1 .* this MODEL is SD15"),
+        ({}, good, hunyuan_clip, model, "not the 'umt5xxl' tokens"),
+        (dict(learning_rate=0.0), good, clip, model, "learning_rate must be positive"),
+    ]
+    for overrides, latents, text_encoder, diffusion_model, message in cases:
+        with pytest.raises(ValueError, match=message):
+            train(diffusion_model, text_encoder, ["nudity"], latents=latents, **overrides)
+    with pytest.raises(ValueError, match="preserve_prompts is empty"):
+        train(model, clip, ["nudity"], preserve=[], latents=good)
+    dm = model.model.diffusion_model
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in dm.modules())
+
+
+# --- LoRA files: UnlearnSaveLoRA / UnlearnLoadLoRA -----------------------------------------------
+
+
+def _save(lora, prefix: str) -> str:
+    from video_unlearning.nodes.lora_file_nodes import UnlearnSaveLoRA
+
+    return UnlearnSaveLoRA.execute(lora, prefix).result[0]
+
+
+def _load(model, name: str, strength: float = 1.0):
+    from video_unlearning.nodes.lora_file_nodes import UnlearnLoadLoRA
+
+    with torch.inference_mode():
+        return UnlearnLoadLoRA.execute(model, name, strength).result
+
+
+@pytest.mark.parametrize("family", sorted(MODELS))
+def test_saved_lora_loaded_by_stock_loader_reproduces_the_trained_model(trained, family, host_base):
+    import nodes
+    import safetensors
+
+    run = trained(family)
+    name = _save(run["out"].result[1], f"tests/roundtrip_{family}")
+    path = host_base / "models" / "loras" / name
+    with safetensors.safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    assert metadata["method"] == "T2VUnlearning" and metadata["concept"] == "nudity"
+    assert metadata["steps"] == "30" and metadata["eta"] == "3.0" and metadata["rank"] == "8"
+    assert metadata["base_architecture"] == run["out"].result[1].metadata["base_architecture"]
+    assert metadata["pack_version"]
+    with torch.inference_mode():
+        stock = nodes.LoraLoaderModelOnly().load_lora_model_only(run["base"], name, 1.0)[0]
+    ours = _load(run["base"], name)[0]
+    probe, tuned = run["probe"], run["out"].result[0]
+    for prompt in (prompts(family)[1][0], PRESERVE[0]):
+        base_v = probe.velocities(run["base"], prompt)
+        for loaded in (stock, ours):
+            tuned_v = probe.velocities(tuned, prompt)
+            for v, t, b in zip(probe.velocities(loaded, prompt), tuned_v, base_v, strict=True):
+                print(f"{family} round trip: relative difference {float((v - t).norm() / t.norm()):.2e}")
+                assert (v - t).norm() / t.norm() < 1e-4
+                assert (t - b).norm() > 100 * (v - t).norm()  # the LoRA does change the output
+
+
+def test_save_numbers_files_and_never_overwrites(trained, host_base):
+    import safetensors
+
+    lora = trained("hunyuan_video")["out"].result[1]
+    first, second = _save(lora, "tests/numbered"), _save(lora, "tests/numbered")
+    assert (first, second) == ("tests/numbered_00001_.safetensors", "tests/numbered_00002_.safetensors")
+    folder = host_base / "models" / "loras" / "tests"
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no staging files left
+    with safetensors.safe_open(str(folder / "numbered_00002_.safetensors"), framework="pt") as f:
+        assert set(f.keys()) == set(lora)
+    with pytest.raises(ValueError, match="inside"):
+        _save(lora, "../escaped")
+
+
+def test_load_lora_refuses_files_for_another_model(trained, host_base):
+    import safetensors.torch
+
+    wan, hunyuan = trained("wan"), trained("hunyuan_video")
+    wan_lora = wan["out"].result[1]
+    wan_name = _save(wan_lora, "tests/wan")
+    with pytest.raises(ValueError, match="made for wan21_t2v, but this model is hunyuan_video"):
+        _load(hunyuan["base"], wan_name)
+    five_b, _ = load("tiny_wan22_5b")
+    with pytest.raises(ValueError, match="made for wan21_t2v, but this model is wan22_5b"):
+        _load(five_b, wan_name)
+    i2v, _ = load("tiny_wan21_i2v")  # fine-tuned from T2V: same blocks, the LoRA applies
+    assert len(_load(i2v, wan_name)[0].patches) == len(wan_lora) // 3
+
+    folder = host_base / "models" / "loras" / "tests"
+    no_metadata = {k: v for k, v in hunyuan["out"].result[1].items()}
+    safetensors.torch.save_file(no_metadata, str(folder / "hunyuan_bare.safetensors"))
+    with pytest.raises(ValueError, match=r"0 of \d+ LoRA modules fit this model"):
+        _load(wan["base"], "tests/hunyuan_bare.safetensors")
+
+    extra = dict(wan_lora)
+    extra["diffusion_model.blocks.9.self_attn.q.lora_up.weight"] = torch.zeros(256, 8)
+    extra["diffusion_model.blocks.9.self_attn.q.lora_down.weight"] = torch.zeros(8, 256)
+    safetensors.torch.save_file(extra, str(folder / "partial.safetensors"))
+    n = len(wan_lora) // 3
+    with pytest.raises(
+        ValueError, match=rf"{n} of {n + 1} LoRA modules fit.*blocks.9.self_attn.q: no such layer"
+    ):
+        _load(wan["base"], "tests/partial.safetensors")
+
+    wrong = dict(wan_lora)
+    wrong["diffusion_model.blocks.0.self_attn.q.lora_down.weight"] = torch.zeros(8, 128)
+    safetensors.torch.save_file(wrong, str(folder / "wrong_shape.safetensors"))
+    with pytest.raises(ValueError, match=r"blocks.0.self_attn.q: \(256, 8\) x \(8, 128\) does not fit"):
+        _load(wan["base"], "tests/wrong_shape.safetensors")
+
+    torch.save(dict(wan_lora), str(folder / "pickled.ckpt"))
+    with pytest.raises(ValueError, match="only .safetensors"):
+        _load(wan["base"], "tests/pickled.ckpt")
+
+
+def test_load_lora_strength_and_metadata(trained):
+    import json
+
+    run = trained("wan")
+    name = _save(run["out"].result[1], "tests/strength")
+    full, metadata = _load(run["base"], name, 1.0)
+    half, _ = _load(run["base"], name, 0.5)
+    assert json.loads(metadata)["concept"] == "nudity"
+    probe, prompt = run["probe"], prompts("wan")[1][1]
+    base = probe.velocities(run["base"], prompt)
+    for b, f, h in zip(base, probe.velocities(full, prompt), probe.velocities(half, prompt), strict=True):
+        # the LoRA is linear in the weights, not the output: half strength moves the output part way
+        assert 0.2 < float((h - b).norm() / (f - b).norm()) < 0.8
+
+
+@pytest.mark.parametrize(
+    "name, preset, modules",
+    [("tiny_wan22_5b", "attention", 16), ("tiny_wan21_i2v", "attention+ffn", 20)],
+)
+def test_wan_2_2_5b_and_i2v_train_with_their_own_sampled_latents(comfy, name, preset, modules):
+    model, clip = load(name)
+    out = train(model, clip, ["nudity on a beach"], steps=2, target_modules=preset, sampled_clips=1)
+    lora = out.result[1]
+    assert len(lora) == 3 * modules  # up, down, alpha for 8 (+2 ffn) layers in each of 2 blocks
+    assert lora.metadata["base_architecture"] == {"tiny_wan22_5b": "wan22_5b"}.get(name, "wan21_i2v")
+    assert lora.metadata["target_modules"] == preset
+    assert "sampled by the node" in lora.metadata["latents"] and "sampled by the node" in out.ui["text"][0]
+
+
+@pytest.mark.parametrize("family", sorted(MODELS))
+def test_concept_masks_come_from_each_blocks_text_attention(comfy, family):
+    """Every block gets a mask from the concept prompt's attention to its concept tokens; for Wan it
+    equals the mask computed independently from block 0's cross-attention q and k."""
+    from video_unlearning.erasure import masks
+    from video_unlearning.erasure.training import (
+        ConceptMaskCapture,
+        MarkedRow,
+        predict_grouped,
+        wrapped_blocks,
+    )
+    from video_unlearning.nodes import train_compat
+
+    model, clip = load(MODELS[family])
+    dm = model.model.diffusion_model
+    x0 = torch.randn(1, 16, 2, 8, 8, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode(False), torch.no_grad():
+        (prompt,) = train_compat.encode_prompts(clip, ["a nudity scene on a beach"], "nudity", family)
+        train_compat.build_model_inputs(model, [prompt], x0.shape, model.load_device)
+        train_compat.load_for_training(model)
+        marker = MarkedRow()
+        capture = ConceptMaskCapture(0.1, marker)
+        capture.active, capture.concept_index, capture.text_len = True, prompt.concept_rows, prompt.text_len
+        capture.video_tokens, capture.frames = 2 * 4 * 4, 2
+        velocity = train_compat.VelocityModel(model, {"c": prompt}, capture)
+        velocity.x_t, velocity.sigma = x0, torch.tensor([0.6])
+        seen = {}
+        hook = dm.get_submodule(
+            "blocks.0.cross_attn" if family == "wan" else "double_blocks.0"
+        ).register_forward_pre_hook(lambda m, args: seen.update(args=args))
+        try:
+            with wrapped_blocks(train_compat.block_modules(dm, family), capture, marker, checkpoint=False):
+                predict_grouped(velocity.forward, ["c"], velocity.signature, marker, "c")
+        finally:
+            hook.remove()
+    assert prompt.concept_found and prompt.concept_rows == [1]  # "a nudity ...": the second token
+    assert sorted(capture.masks) == sorted(train_compat.block_modules(dm, family))
+    for mask in capture.masks.values():
+        assert mask.shape == (1, 32) and set(mask.unique().tolist()) <= {0.0, 1.0}
+        frames = mask.reshape(2, 16)
+        assert (frames.max(dim=1).values == 1).all() and (frames.min(dim=1).values == 0).all()
+    if family == "wan":
+        x, context = seen["args"][:2]
+        attn = dm.blocks[0].cross_attn
+        with torch.no_grad():
+            q = attn.norm_q(attn.q(x)).reshape(1, 32, 2, 128).transpose(1, 2)
+            k = attn.norm_k(attn.k(context)).reshape(1, -1, 2, 128).transpose(1, 2)
+            expected = masks.concept_mask(masks.concept_attention(q, k, [1]), 2, 0.1)
+        assert torch.equal(capture.masks["blocks.0"], expected)
