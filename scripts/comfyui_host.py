@@ -216,6 +216,9 @@ class ComfyServer:
     def run_prompt(self, graph: dict, timeout_s: float = 600.0) -> dict:
         """Queue an API-format graph and wait for its history entry; raise on an execution error."""
         answer = self.post("/prompt", {"prompt": graph, "client_id": "video-unlearning-tests"})
+        if answer.get("node_errors"):
+            # ComfyUI runs the outputs that validated and silently drops the rest: treat as failure.
+            raise RuntimeError(f"prompt has invalid nodes: {json.dumps(answer['node_errors'])[:4000]}")
         prompt_id = answer["prompt_id"]
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -45,6 +45,17 @@ def describe_latent(path: Path) -> str:
     return f"latent {tuple(latent.shape)}, mean {latent.mean():+.4f}, std {latent.std():.4f}"
 
 
+def defaults(node_info: dict) -> dict:
+    """The required widget inputs of a node at their defaults (API graphs must give every input)."""
+    import workflow_format
+
+    return {
+        name: workflow_format.default_value(spec)
+        for name, spec in node_info["input"].get("required", {}).items()
+        if workflow_format.is_widget(spec)
+    }
+
+
 def run_demo(server: comfyui_host.ComfyServer) -> None:
     from fixtures.tiny_models import TINY_MODELS
     from graphs import Graph, tiny_text_to_video
@@ -58,15 +69,16 @@ def run_demo(server: comfyui_host.ComfyServer) -> None:
     ids = tiny_text_to_video(graph, spec, PROMPT, seed=7, steps=4)
     graph.node("SaveLatent", samples=Graph.out(ids["sampler"]), filename_prefix="demo/original")
     if "UnlearnRefusalEstimate" in info and "UnlearnRefusalApply" in info:
-        vector = graph.node(
-            "UnlearnRefusalEstimate",
+        estimate = dict(
+            defaults(info["UnlearnRefusalEstimate"]),
             model=Graph.out(ids["model"]),
             clip=Graph.out(ids["clip"]),
             preset="nudity",
         )
-        erased = graph.node(
-            "UnlearnRefusalApply", model=Graph.out(ids["model"]), refusal_vector=Graph.out(vector)
-        )
+        vector = graph.node("UnlearnRefusalEstimate", **estimate)
+        apply = dict(defaults(info["UnlearnRefusalApply"]), model=Graph.out(ids["model"]))
+        apply["refusal_vector"] = Graph.out(vector)
+        erased = graph.node("UnlearnRefusalApply", **apply)
         sampler = dict(graph.nodes[ids["sampler"]]["inputs"], model=Graph.out(erased))
         erased_sampler = graph.node("KSampler", **sampler)
         graph.node("SaveLatent", samples=Graph.out(erased_sampler), filename_prefix="demo/erased")
@@ -75,14 +87,22 @@ def run_demo(server: comfyui_host.ComfyServer) -> None:
     entry = server.run_prompt(graph.nodes)
     elapsed = time.monotonic() - started
     print(f"Sampled {spec.filename} ({spec.expected_config}) for {PROMPT!r} in {elapsed:.1f}s")
+    latents = {}
     for node_id, outputs in sorted(entry["outputs"].items()):
         class_type = graph.nodes[node_id]["class_type"]
         for item in outputs.get("latents", []):
             path = server.base / "output" / item["subfolder"] / item["filename"]
+            latents[item["filename"].split("_")[0]] = path
             print(f"  {class_type} #{node_id}: {path.relative_to(REPO_ROOT)}: {describe_latent(path)}")
         for key, value in outputs.items():
             if key != "latents":
                 print(f"  {class_type} #{node_id} {key}: {json.dumps(value)[:400]}")
+    if {"original", "erased"} <= set(latents):
+        import safetensors.torch
+
+        a, b = (safetensors.torch.load_file(str(latents[k]))["latent_tensor"] for k in ("original", "erased"))
+        change = ((b - a).norm() / a.norm()).item()
+        print(f"Same prompt and seed, erased vs original latent: relative change {change:.4f}")
 
 
 def main() -> int:

@@ -285,11 +285,12 @@ def make_weights(kind: str, seed: int = 0) -> dict[str, torch.Tensor]:
     return seeded_weights(_module_state_keys(kind), seed)
 
 
-def write_weights(path: Path, kind: str, seed: int = 0) -> Path:
+def write_weights(path: Path, kind: str, seed: int = 0, metadata: dict[str, str] | None = None) -> Path:
     """Write a tiny encoder's weights as safetensors (temporary file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    metadata = {"video_unlearning_test_text_encoder": _checked_kind(kind), "seed": str(seed)}
+    base = {"video_unlearning_test_text_encoder": _checked_kind(kind), "seed": str(seed)}
+    metadata = base | (metadata or {})
     safetensors.torch.save_file(make_weights(kind, seed), str(tmp), metadata=metadata)
     tmp.replace(path)
     return path
