@@ -23,29 +23,58 @@ class Graph:
         return [node_id, index]
 
 
-def tiny_text_to_video(graph: Graph, spec, prompt: str, *, seed: int = 0, steps: int = 2) -> dict[str, str]:
-    """UNETLoader + tiny text encoder + text encode + empty video latent + KSampler for a tiny model.
+def schema_defaults(node_cls) -> dict:
+    """The declared default of every input of a V3 node class that has one."""
+    inputs = node_cls.GET_SCHEMA().inputs
+    return {i.id: i.default for i in inputs if getattr(i, "default", None) is not None}
+
+
+def text_to_video(
+    graph: Graph,
+    model: str,
+    clip: str,
+    prompt: str,
+    *,
+    width: int = 32,
+    height: int = 32,
+    length: int = 5,
+    batch_size: int = 1,
+    seed: int = 0,
+    steps: int = 2,
+    cfg: float = 1.0,
+    sampler_name: str = "euler",
+    scheduler: str = "simple",
+    denoise: float = 1.0,
+) -> dict[str, str]:
+    """Text encode (prompt, empty negative) + empty video latent + KSampler on given model/clip nodes.
 
     Returns the ids of the nodes by role so a caller can branch off them.
     """
-    unet = graph.node("UNETLoader", unet_name=spec.filename, weight_dtype="default")
-    clip = graph.node(
-        "VideoUnlearningTestTinyTextEncoder", clip_name=spec.text_encoder_file, type=spec.family
-    )
     positive = graph.node("CLIPTextEncode", text=prompt, clip=Graph.out(clip))
     negative = graph.node("CLIPTextEncode", text="", clip=Graph.out(clip))
-    latent = graph.node("EmptyHunyuanLatentVideo", width=32, height=32, length=5, batch_size=1)
+    latent = graph.node(
+        "EmptyHunyuanLatentVideo", width=width, height=height, length=length, batch_size=batch_size
+    )
     sampler = graph.node(
         "KSampler",
-        model=Graph.out(unet),
+        model=Graph.out(model),
         positive=Graph.out(positive),
         negative=Graph.out(negative),
         latent_image=Graph.out(latent),
         seed=seed,
         steps=steps,
-        cfg=1.0,
-        sampler_name="euler",
-        scheduler="simple",
-        denoise=1.0,
+        cfg=cfg,
+        sampler_name=sampler_name,
+        scheduler=scheduler,
+        denoise=denoise,
     )
-    return {"model": unet, "clip": clip, "positive": positive, "negative": negative, "sampler": sampler}
+    return {"model": model, "clip": clip, "positive": positive, "negative": negative, "sampler": sampler}
+
+
+def tiny_text_to_video(graph: Graph, spec, prompt: str, *, seed: int = 0, steps: int = 2) -> dict[str, str]:
+    """``text_to_video`` on a tiny model loaded by UNETLoader and its tiny text encoder."""
+    unet = graph.node("UNETLoader", unet_name=spec.filename, weight_dtype="default")
+    clip = graph.node(
+        "VideoUnlearningTestTinyTextEncoder", clip_name=spec.text_encoder_file, type=spec.family
+    )
+    return text_to_video(graph, unet, clip, prompt, seed=seed, steps=steps)

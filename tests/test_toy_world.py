@@ -9,7 +9,7 @@ import pytest
 import safetensors
 import torch
 
-from graphs import Graph
+from graphs import Graph, text_to_video
 from video_unlearning.benchmarks.toy_world import MODEL_FILE, detector, text, world
 
 CLEAN_SEEDS = 15
@@ -214,24 +214,18 @@ def test_toy_world_graph_through_the_server(comfy_server, toy_model_name):
     graph = Graph()
     unet = graph.node("UNETLoader", unet_name=toy_model_name, weight_dtype="default")
     clip = graph.node("UnlearnToyWorldTextEncoder")
-    positive = graph.node("CLIPTextEncode", text="a green star spinning", clip=Graph.out(clip))
-    negative = graph.node("CLIPTextEncode", text="", clip=Graph.out(clip))
-    latent = graph.node(
-        "EmptyHunyuanLatentVideo",
+    sampler = text_to_video(
+        graph,
+        unet,
+        clip,
+        "a green star spinning",
         width=world.WIDTH * world.PIXELS_PER_LATENT,
         height=world.HEIGHT * world.PIXELS_PER_LATENT,
         length=world.VIDEO_FRAMES,
         batch_size=2,
-    )
-    sampler = graph.node(
-        "KSampler",
-        model=Graph.out(unet),
-        positive=Graph.out(positive),
-        negative=Graph.out(negative),
-        latent_image=Graph.out(latent),
         seed=3,
         **SAMPLER,
-    )
+    )["sampler"]
     detect = graph.node("UnlearnToyWorldDetect", samples=Graph.out(sampler), concept="green star spinning")
     frames = graph.node("UnlearnToyWorldDecode", samples=Graph.out(sampler), upscale=8)
     preview = graph.node("PreviewImage", images=Graph.out(frames))

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from fixtures.tiny_models import TINY_MODELS
+from graphs import schema_defaults
 
 MODELS = {"wan": "tiny_wan21_t2v", "hunyuan_video": "tiny_hunyuan_video"}
 PRESERVE = ["a person", "a person walking on a beach"]
@@ -35,8 +36,7 @@ def settings() -> dict:
     quick: 30 steps at a higher learning rate, rank 8, beta 20, two self-sampled 5-frame 64x64 clips."""
     from video_unlearning.nodes.train_nodes import UnlearnTrainLoRA
 
-    inputs = UnlearnTrainLoRA.GET_SCHEMA().inputs
-    return dict({i.id: i.default for i in inputs if getattr(i, "default", None) is not None}, **QUICK)
+    return dict(schema_defaults(UnlearnTrainLoRA), **QUICK)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -12,7 +12,7 @@ import safetensors.torch
 import torch
 
 from fixtures.tiny_models import TINY_MODELS
-from graphs import Graph, tiny_text_to_video
+from graphs import Graph, schema_defaults, tiny_text_to_video
 
 WAN = TINY_MODELS["tiny_wan21_t2v"]
 PROGRESS = "video_unlearning.train_progress"  # train_compat.PROGRESS_EVENT
@@ -22,8 +22,7 @@ def train_node(graph: Graph, model: str, clip: str, steps: int, prompts=None) ->
     """UnlearnTrainLoRA on the tiny Wan, making its own latents with one euler step."""
     from video_unlearning.nodes.train_nodes import UnlearnTrainLoRA
 
-    inputs = UnlearnTrainLoRA.GET_SCHEMA().inputs
-    settings = {i.id: i.default for i in inputs if getattr(i, "default", None) is not None}
+    settings = schema_defaults(UnlearnTrainLoRA)
     settings.update(
         concept_prompts=prompts if prompts is not None else "nudity on a beach\na nudity scene in a bar",
         steps=steps,
