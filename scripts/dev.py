@@ -5,6 +5,7 @@
     python scripts/dev.py demo                 set everything up, run the demo through a real ComfyUI
     python scripts/dev.py setup                only set up (.venv/ and the ComfyUI tree in .cache/)
     python scripts/dev.py host                 start the test host and keep it running (Ctrl-C ends)
+    python scripts/dev.py bench efficacy|perf [args]   run a benchmark (benchmarks/<name>.py --help)
     python scripts/dev.py lint                 ruff check and ruff format --check
 
 Every command first makes sure of its environment, so a fresh clone needs nothing else:
@@ -112,6 +113,17 @@ def cmd_host(extra: list[str]) -> int:
     return in_venv(["scripts/demo.py", "--serve", *extra], env={"VIDEO_UNLEARNING_COMFYUI": str(comfy)})
 
 
+BENCHMARKS = {"efficacy": "benchmarks/efficacy.py", "perf": "benchmarks/perf.py"}
+
+
+def cmd_bench(extra: list[str]) -> int:
+    if not extra or extra[0] not in BENCHMARKS:
+        print(f"usage: python scripts/dev.py bench {{{'|'.join(BENCHMARKS)}}} [args]")
+        return 2
+    comfy = ensure_environment()
+    return in_venv([BENCHMARKS[extra[0]], *extra[1:]], env={"VIDEO_UNLEARNING_COMFYUI": str(comfy)})
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(__doc__)
@@ -123,9 +135,9 @@ def main(argv: list[str]) -> int:
     if command == "lint":
         ensure_environment()
         return lint()
-    handlers = {"test": cmd_test, "demo": cmd_demo, "host": cmd_host}
+    handlers = {"test": cmd_test, "demo": cmd_demo, "host": cmd_host, "bench": cmd_bench}
     if command not in handlers:
-        print(f"unknown command {command!r}; expected one of: setup, test, demo, host, lint")
+        print(f"unknown command {command!r}; expected one of: setup, test, demo, host, lint, bench")
         return 2
     return handlers[command](extra)
 
