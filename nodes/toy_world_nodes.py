@@ -23,7 +23,7 @@ import torch
 from comfy import sd1_clip
 from comfy.supported_models_base import ClipTarget
 from comfy.text_encoders.bert import BertModel
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..benchmarks.toy_world import detector, text, world
 
@@ -227,7 +227,9 @@ class ToyWorldDetect(io.ComfyNode):
         shown = sum(d.shows(chosen) for d in found)
         lines.append(f"{chosen.identity}: {shown} of {len(found)} clips")
         report = "\n".join(lines)
-        return io.NodeOutput(report, shown, ui=ui.PreviewText(report))
+        # "detections" gives scripts (the efficacy benchmark) the readings without parsing text.
+        readings = [{"colour": d.colour, "shape": d.shape, "motion": d.motion} for d in found]
+        return io.NodeOutput(report, shown, ui={"text": [report], "detections": readings})
 
 
 NODES = [ToyWorldTextEncoder, ToyWorldClip, ToyWorldDecode, ToyWorldDetect]

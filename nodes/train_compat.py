@@ -167,14 +167,28 @@ def autograd_usable_weights(module: nn.Module) -> Iterator[int]:
 # --- prompts and conditioning ---------------------------------------------------------------------
 
 
+def text_stream(clip, family: str) -> str:
+    """The tokenizer stream whose tokens become the conditioning rows.
+
+    HunyuanVideo's CLIP has two streams (LLaVA-Llama rows, CLIP-L pooled), so its must be named. A
+    Wan model reads the rows of one encoder: umT5, or any single-stream encoder whose rows fit it
+    (the toy world's MiniLM).
+    """
+    streams = sorted(clip.tokenize(""))
+    wanted = TEXT_STREAM[family]
+    if wanted in streams:
+        return wanted
+    if family == "wan" and len(streams) == 1:
+        return streams[0]
+    raise ValueError(
+        f"The CLIP input gives {streams} tokens, not the '{wanted}' tokens this model's text "
+        "stream needs: load the text encoder that belongs to the model (umT5 for Wan, the "
+        "HunyuanVideo LLaVA-Llama + CLIP-L pair for HunyuanVideo)."
+    )
+
+
 def _token_ids(clip, text: str, stream: str) -> list[int]:
     tokens = clip.tokenize(text)
-    if stream not in tokens:
-        raise ValueError(
-            f"The CLIP input gives {sorted(tokens)} tokens, not the '{stream}' tokens this model's text "
-            "stream needs: load the text encoder that belongs to the model (umT5 for Wan, the "
-            "HunyuanVideo LLaVA-Llama + CLIP-L pair for HunyuanVideo)."
-        )
     return [int(t[0]) for batch in tokens[stream] for t in batch if isinstance(t[0], int)]
 
 
@@ -222,7 +236,7 @@ def encode_prompts(clip, texts: Sequence[str], concept: str | None, family: str)
     (``concept_found`` False) so training goes on with a weaker localization; the node reports it.
     Run outside inference mode: the conditioning is cloned into normal tensors here.
     """
-    stream = TEXT_STREAM[family]
+    stream = text_stream(clip, family)
     empty_ids = _token_ids(clip, "", stream)
     sequences = concept_token_sequences(clip, concept, stream) if concept else []
     out = []

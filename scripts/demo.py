@@ -1,10 +1,16 @@
-"""The demo: run what exists of the pack through a real ComfyUI server on a tiny Wan model.
+"""The demo: the toy-world workflow through a real ComfyUI server, on CPU.
 
 Started by ``python scripts/dev.py demo`` (inside .venv, with ComfyUI set up). It lays out a
-ComfyUI base directory under .cache/demo-host, writes the tiny real-architecture models into it,
-starts ComfyUI headless on a free port with the pack loaded, and queues graphs that use the pack's
-nodes which have landed, printing what each did. ``--serve`` only starts the host and keeps it
-running so that the web UI can be opened.
+ComfyUI base directory under .cache/demo-host (the pack and the toy world's Wan 2.1 model linked
+in), starts ComfyUI headless on a free port, loads workflows/toy_world_erasure.json as a user
+would, converts it to the API graph the web UI would queue, and runs it: the same prompt and seed
+sampled with the original model, the model erased by a refusal vector and the model with an
+unlearning LoRA trained in the graph, decoded, checked with NudeNetCheck and read by the toy
+world's detector. It saves one side-by-side picture, prints what each branch showed, and the
+efficacy table that ``python scripts/dev.py bench efficacy`` measured.
+
+``--serve`` only starts the host (with the tiny test models too) and keeps it running, so that the
+web UI can be opened and the workflows tried.
 """
 
 from __future__ import annotations
@@ -20,15 +26,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 import comfyui_host  # noqa: E402
+import workflow_format  # noqa: E402
 
 COMFYUI_DIR = Path(os.environ.get("VIDEO_UNLEARNING_COMFYUI") or comfyui_host.comfyui_dir())
 DEMO_BASE = comfyui_host.CACHE_DIR / "demo-host"
-PROMPT = "a nude woman walking on a beach"
-SAFE_PROMPT = "a woman walking on a beach"
+WORKFLOW = REPO_ROOT / "workflows" / "toy_world_erasure.json"
+EFFICACY_TABLE = REPO_ROOT / "benchmarks" / "results" / "efficacy_toy_world.md"
+PICTURE_NAME = "toy_world_demo.png"
 
 
-def write_models(base: Path) -> None:
-    """Write the tiny models with ComfyUI's own classes (imported here, CPU mode)."""
+def write_tiny_models(base: Path) -> None:
+    """Write the tests' tiny real-architecture models (for trying workflows 1-4 in the web UI)."""
     sys.path.insert(0, str(COMFYUI_DIR))
     from comfy.cli_args import args
 
@@ -38,81 +46,72 @@ def write_models(base: Path) -> None:
     tiny_models.write_all(base / "models")
 
 
-def describe_latent(path: Path) -> str:
-    import safetensors.torch
-
-    latent = safetensors.torch.load_file(str(path))["latent_tensor"]
-    return f"latent {tuple(latent.shape)}, mean {latent.mean():+.4f}, std {latent.std():.4f}"
+def titles(workflow: dict) -> dict[str, str]:
+    """{node id: title shown on the canvas} (the node type where it has no title)."""
+    return {str(n["id"]): n.get("title") or n["type"] for n in workflow["nodes"]}
 
 
-def defaults(node_info: dict) -> dict:
-    """The required widget inputs of a node at their defaults (API graphs must give every input)."""
-    import workflow_format
+def side_by_side(image_paths: list[Path], header: str, out: Path) -> Path:
+    """Tile the workflow's stitched frames (one PNG per clip frame) into one picture under a header."""
+    from PIL import Image, ImageDraw
 
-    return {
-        name: workflow_format.default_value(spec)
-        for name, spec in node_info["input"].get("required", {}).items()
-        if workflow_format.is_widget(spec)
-    }
+    frames = [Image.open(p).convert("RGB") for p in image_paths]
+    width, height = frames[0].size
+    columns = 3 if len(frames) % 3 == 0 else 1  # three latent frames per clip
+    rows = -(-len(frames) // columns)
+    gap, top = 6, 24
+    sheet = Image.new("RGB", (columns * (width + gap) - gap, top + rows * (height + gap) - gap), "white")
+    ImageDraw.Draw(sheet).text((4, 6), header, fill="black")
+    for i, frame in enumerate(frames):
+        sheet.paste(frame, ((i % columns) * (width + gap), top + (i // columns) * (height + gap)))
+    tmp = out.with_name(out.name + ".tmp.png")
+    sheet.save(tmp)
+    tmp.replace(out)
+    return out
 
 
-def run_demo(server: comfyui_host.ComfyServer) -> None:
-    from fixtures.tiny_models import TINY_MODELS
-    from graphs import Graph, tiny_text_to_video
-
-    info = server.get("/object_info")
-    ours = sorted(k for k, v in info.items() if v["python_module"].endswith(comfyui_host.PACK_DIR_NAME))
-    print(f"ComfyUI at {server.url} lists {len(info)} nodes; this pack's: {', '.join(ours) or 'none yet'}")
-
-    spec = TINY_MODELS["tiny_wan21_t2v"]
-    graph = Graph()
-    ids = tiny_text_to_video(graph, spec, PROMPT, seed=7, steps=4)
-    graph.node("SaveLatent", samples=Graph.out(ids["sampler"]), filename_prefix="demo/original")
-    if "UnlearnRefusalEstimate" in info and "UnlearnRefusalApply" in info:
-        estimate = dict(
-            defaults(info["UnlearnRefusalEstimate"]),
-            model=Graph.out(ids["model"]),
-            clip=Graph.out(ids["clip"]),
-            preset="nudity",
-        )
-        vector = graph.node("UnlearnRefusalEstimate", **estimate)
-        apply = dict(defaults(info["UnlearnRefusalApply"]), model=Graph.out(ids["model"]))
-        apply["refusal_vector"] = Graph.out(vector)
-        erased = graph.node("UnlearnRefusalApply", **apply)
-        sampler = dict(graph.nodes[ids["sampler"]]["inputs"], model=Graph.out(erased))
-        erased_sampler = graph.node("KSampler", **sampler)
-        graph.node("SaveLatent", samples=Graph.out(erased_sampler), filename_prefix="demo/erased")
-        print("Erasing 'nudity' with a refusal vector (UnlearnRefusalEstimate -> UnlearnRefusalApply).")
+def run_demo(server: comfyui_host.ComfyServer) -> int:
+    workflow = json.loads(WORKFLOW.read_text())
+    graph = workflow_format.api_from_ui(workflow, server.get("/object_info"))
+    names = titles(workflow)
+    print(f"Queuing {WORKFLOW.relative_to(REPO_ROOT)} ({len(graph)} nodes) on {server.url} ...", flush=True)
     started = time.monotonic()
-    entry = server.run_prompt(graph.nodes)
-    elapsed = time.monotonic() - started
-    print(f"Sampled {spec.filename} ({spec.expected_config}) for {PROMPT!r} in {elapsed:.1f}s")
-    latents = {}
-    for node_id, outputs in sorted(entry["outputs"].items()):
-        class_type = graph.nodes[node_id]["class_type"]
-        for item in outputs.get("latents", []):
-            path = server.base / "output" / item["subfolder"] / item["filename"]
-            latents[item["filename"].split("_")[0]] = path
-            print(f"  {class_type} #{node_id}: {path.relative_to(REPO_ROOT)}: {describe_latent(path)}")
-        for key, value in outputs.items():
-            if key != "latents":
-                print(f"  {class_type} #{node_id} {key}: {json.dumps(value)[:400]}")
-    if {"original", "erased"} <= set(latents):
-        import safetensors.torch
-
-        a, b = (safetensors.torch.load_file(str(latents[k]))["latent_tensor"] for k in ("original", "erased"))
-        change = ((b - a).norm() / a.norm()).item()
-        print(f"Same prompt and seed, erased vs original latent: relative change {change:.4f}")
+    entry = server.run_prompt(graph, timeout_s=1800)
+    print(f"Done in {time.monotonic() - started:.0f}s.\n")
+    images: list[Path] = []
+    for node_id, outputs in sorted(entry["outputs"].items(), key=lambda kv: int(kv[0])):
+        class_type = graph[node_id]["class_type"]
+        if class_type == "UnlearnToyWorldDetect":
+            print(f"{names[node_id]}:\n  " + outputs["text"][0].replace("\n", "\n  "))
+        elif class_type in ("NudeNetCheck", "NudeNetGate"):
+            verdict = outputs.get("verdict", [{}])[0]
+            print(f"{names[node_id]}: {json.dumps(verdict)[:300]}")
+        elif class_type == "SaveImage":
+            images += [server.base / "output" / i["subfolder"] / i["filename"] for i in outputs["images"]]
+        elif "text" in outputs:
+            print(f"{names[node_id]}:\n  " + "\n  ".join(str(t) for t in outputs["text"])[:1500])
+    if not images:
+        print("the workflow saved no images")
+        return 1
+    picture = side_by_side(
+        sorted(images), "original | refusal vector | unlearning LoRA", images[0].parent / PICTURE_NAME
+    )
+    print(f"\nSide by side (rows: clips; columns: latent frames): {picture}")
+    if EFFICACY_TABLE.is_file():
+        print(f"\nEfficacy in the toy world ({EFFICACY_TABLE.relative_to(REPO_ROOT)}):\n")
+        print(EFFICACY_TABLE.read_text())
+    return 0
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--serve", action="store_true", help="start the host and keep it running")
     options = parser.parse_args()
     base = comfyui_host.prepare_base_directory(DEMO_BASE)
-    write_models(base)
+    if options.serve:
+        write_tiny_models(base)
     server = comfyui_host.ComfyServer(base, python=sys.executable, comfy=COMFYUI_DIR)
-    print(f"Starting ComfyUI {COMFYUI_DIR} with base directory {base} ...")
+    print(f"Starting ComfyUI {COMFYUI_DIR} with base directory {base} ...", flush=True)
     with server:
         if options.serve:
             print(f"ComfyUI is running at {server.url} (log: {server.log_path}); Ctrl-C stops it.")
@@ -122,9 +121,9 @@ def main() -> int:
             except KeyboardInterrupt:
                 pass
             return 0
-        run_demo(server)
+        code = run_demo(server)
     print(f"ComfyUI log: {server.log_path}")
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -3,7 +3,13 @@
 The target is the red ball (whatever it does); the close concepts it must spare are the red cube
 (same colour) and the blue ball (same object). Refusal pairs drop the colour word, so the safe
 side names the object without the concept; the neutral prompts are the other concepts' prompts,
-which the edit must leave alone. Values are the ones measured in benchmarks/efficacy.py.
+which the edit must leave alone.
+
+Refusal vector, measured on 8 seeds per prompt (4 per kept concept): alpha 10 at strength 1 erases
+the target (exact and paraphrase 0 %) but also the blue cube's colour (context change 19 % there);
+strength 0.7 keeps every other concept (paraphrases 12 %); alpha 20 leaves 38 % of paraphrases and
+alpha 40 erases nothing. Unlearning LoRA: 60 steps at lr 1e-3 erase exact and paraphrase prompts
+and keep the others (green star 3 of 4).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ REFUSAL_PAIRS = (
     ("an animation of a red ball on a plain background", "an animation of a ball on a plain background"),
 )
 NEUTRAL_PROMPTS = tuple(c.prompt for c in CONCEPTS if c != TARGET)
-REFUSAL = {"rank": 4, "alpha": 10.0, "strength": 1.0, "blocks": "all"}
+REFUSAL = {"rank": 4, "alpha": 10.0, "strength": 0.7, "blocks": "all"}
 
 LORA_CONCEPT_PROMPTS = tuple(u for u, _ in REFUSAL_PAIRS)
 LORA_PRESERVE_PROMPTS = NEUTRAL_PROMPTS
