@@ -258,7 +258,7 @@ def markdown(report: dict) -> str:
             interval(r["target"]["exact"]),
             interval(r["target"]["paraphrase"]),
             interval(r["target"]["caption"]),
-            f"{percent(pool['relative']['ratio'])} ({interval(pool)} accurate)",
+            f"{percent(pool['relative']['ratio'])} (accuracy {interval(pool)})",
             *(
                 f"{percent(r['close_concepts'][c]['relative'])} ({percent(r['close_concepts'][c]['rate'])})"
                 for c in close
@@ -357,7 +357,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the JSON and markdown")
     parser.add_argument("--readme", action="store_true", help="also put the table into README.md")
+    parser.add_argument(
+        "--table-only",
+        action="store_true",
+        help="only rewrite the markdown (and README) from the JSON in --out",
+    )
     args = parser.parse_args(argv)
+    if args.table_only:
+        report = json.loads((args.out / f"{RESULTS_STEM}.json").read_text())
+        table = markdown(report)
+        write_atomic(args.out / f"{RESULTS_STEM}.md", table)
+        if args.readme:
+            update_readme(table)
+        print(table)
+        return 0
     methods = tuple(m for m in args.methods.split(",") if m)
     unknown = set(methods) - set(METHODS)
     if unknown:
