@@ -130,7 +130,8 @@ def fingerprint(model, arch: Architecture) -> Tensor:
     architecture (the two Wan 2.2 A14B experts) while surviving fp8/fp16/bf16 storage."""
     module = "text_embedding.0" if arch.family == "wan" else "txt_in.input_embedder"
     weight = current_weights(model, [module])[module][0].flatten()
-    index = torch.linspace(0, weight.numel() - 1, _FINGERPRINT_VALUES).round().long()
+    # Integer spacing: float32 linspace rounds past the end once numel > 2**24 (Wan 14B: 4096 x 5120).
+    index = torch.arange(_FINGERPRINT_VALUES) * (weight.numel() - 1) // (_FINGERPRINT_VALUES - 1)
     return weight[index].clone()
 
 
