@@ -72,25 +72,54 @@ def paired_prompts(unsafe_text: str, safe_text: str) -> list[tuple[str, str]]:
     return list(zip(unsafe, safe, strict=True))
 
 
+def catalogue() -> dict[str, dict]:
+    """Every preset as plain data (for the web UI's preset picker): ``{name: {"label", "description",
+    "pairs", "needs_name"}}``, pairs as written in the file (``{name}`` not replaced)."""
+    result = {}
+    for name in preset_names()[1:]:
+        data = json.loads((PRESET_DIR / f"{name}.json").read_text(encoding="utf-8"))
+        preset = load_preset(name)
+        result[name] = {
+            "label": preset.label,
+            "description": str(data.get("description", "")),
+            "pairs": [list(pair) for pair in preset.pairs],
+            "needs_name": preset.needs_name,
+        }
+    return result
+
+
+def _named(pairs: list[tuple[str, str]], name: str) -> list[tuple[str, str]]:
+    return [(u.replace(NAME_FIELD, name), s.replace(NAME_FIELD, name)) for u, s in pairs]
+
+
 def concept_prompts(preset: str, person_name: str, unsafe_text: str, safe_text: str) -> tuple[str, list]:
     """(concept label, [(unsafe, safe), ...]) for the node: the preset's pairs, then the user's.
 
-    "custom" uses only the user's pairs. A preset with ``{name}`` needs ``person_name``.
+    "custom" uses only the user's pairs. ``{name}`` in any prompt is replaced by ``person_name``,
+    which a preset or a prompt with ``{name}`` needs. A user pair equal to one of the preset's is not
+    counted twice (the web UI's preset picker copies the preset's pairs into the lists to show them).
     """
     user_pairs = paired_prompts(unsafe_text, safe_text)
     name = person_name.strip()
+    user_named = any(NAME_FIELD in text for pair in user_pairs for text in pair)
     if preset == CUSTOM:
         if not user_pairs:
             raise ValueError(
                 "no prompts: with preset 'custom', write unsafe prompts and safe prompts (one pair per "
                 f"line), or choose a preset ({', '.join(preset_names()[1:])})"
             )
+        if user_named:
+            if not name:
+                raise ValueError(f"the prompts contain {NAME_FIELD}: fill in the 'name' field")
+            user_pairs = _named(user_pairs, name)
         return (name or "custom"), user_pairs
     chosen = load_preset(preset)
     pairs = list(chosen.pairs)
-    if chosen.needs_name:
-        if not name:
-            raise ValueError(f"preset {preset!r} needs a person's name: fill in the 'name' field")
-        pairs = [(u.replace(NAME_FIELD, name), s.replace(NAME_FIELD, name)) for u, s in pairs]
-        return name, pairs + user_pairs
-    return (name or chosen.label), pairs + user_pairs
+    if chosen.needs_name and not name:
+        raise ValueError(f"preset {preset!r} needs a person's name: fill in the 'name' field")
+    if user_named and not name:
+        raise ValueError(f"the prompts contain {NAME_FIELD}: fill in the 'name' field")
+    if name:
+        pairs, user_pairs = _named(pairs, name), _named(user_pairs, name)
+    pairs += [pair for pair in user_pairs if pair not in pairs]
+    return (name if chosen.needs_name else name or chosen.label), pairs

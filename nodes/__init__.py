@@ -6,7 +6,7 @@ workflows, so they never change once released.
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import lora_file_nodes, nudenet_nodes, refusal_nodes, toy_world_nodes, train_nodes
+from . import lora_file_nodes, nudenet_nodes, refusal_nodes, toy_world_nodes, train_nodes, web_routes
 
 NODE_MODULES = (nudenet_nodes, refusal_nodes, train_nodes, lora_file_nodes, toy_world_nodes)
 
@@ -17,4 +17,7 @@ def all_nodes() -> list[type[io.ComfyNode]]:
 
 class VideoUnlearningExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        # ComfyUI 0.3.75 calls this once at start-up (and never on_load): the web extension's
+        # read-only GET routes (preset picker) are added here.
+        web_routes.register()
         return all_nodes()

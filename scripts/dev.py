@@ -56,8 +56,33 @@ def pip(*args: str) -> None:
     run([str(VENV_PYTHON), "-m", "pip", "install", "--disable-pip-version-check", *args])
 
 
+# Debian packages the browser test drives (tests/test_browser.py); never a browser download.
+BROWSER_PACKAGES = ("chromium", "chromium-driver")
+
+
+def ensure_browser() -> None:
+    """Install Debian's chromium and chromedriver when missing and we may (root, apt-get present).
+
+    Without them the browser test is skipped (and says why); nothing else needs them.
+    """
+    import shutil
+
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        return
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("apt-get"):
+        print("chromium or chromedriver missing: the browser test will be skipped (run dev.py as root)")
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    try:
+        run(["apt-get", "update", "-q"], env=env)
+        run(["apt-get", "install", "-y", "-q", *BROWSER_PACKAGES], env=env)
+    except subprocess.CalledProcessError as error:
+        print(f"could not install {' '.join(BROWSER_PACKAGES)} ({error}): the browser test will be skipped")
+
+
 def ensure_environment() -> Path:
     """Create .venv and install everything the tests and the demo need; return ComfyUI's path."""
+    ensure_browser()
     if not VENV_PYTHON.exists():
         run([sys.executable, "-m", "venv", str(VENV)])
     if os.environ.get("COMFYUI_PATH"):

@@ -100,8 +100,98 @@ def api_from_ui(workflow: dict, object_info: dict[str, dict]) -> dict[str, dict]
                 continue
             _, source, source_slot, _, _, _ = links[link_id]
             inputs[slot["name"]] = [str(source), source_slot]
-        graph[str(node["id"])] = {"class_type": node_type, "inputs": inputs}
+        title = node.get("title") or object_info[node_type].get("display_name") or node_type
+        graph[str(node["id"])] = {"class_type": node_type, "inputs": inputs, "_meta": {"title": title}}
     return graph
+
+
+# Node geometry of the ComfyUI frontend (1.32, canvas mode): a node's height is a fixed margin, one
+# row per linked slot (inputs or outputs, whichever are more), one row per widget; a multiline text
+# box takes what it is given (at least MULTILINE_MIN_HEIGHT), so we give it room to show a few lines.
+NODE_MARGIN = 14
+SLOT_HEIGHT = 20
+WIDGET_HEIGHT = 24
+MULTILINE_HEIGHT = 96
+NODE_WIDTH = 320
+WIDE_NODE_WIDTH = 400  # nodes with a multiline text box
+TITLE_HEIGHT = 30  # drawn above a node's position
+BAND_GAP = 110  # between horizontal bands: room for a group's title
+
+
+def is_multiline(spec: list) -> bool:
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    return spec[0] == "STRING" and bool(options.get("multiline"))
+
+
+def node_size(node_info: dict) -> list[int]:
+    """[width, height] that shows every slot and widget of a node of this type."""
+    inputs = _inputs(node_info)
+    slots = sum(not is_widget(spec) for _, spec in inputs)
+    widgets = [spec for name, spec in inputs if is_widget(spec)]
+    multiline = sum(is_multiline(spec) for spec in widgets)
+    rows = len(widgets) - multiline + sum(has_control_value(n, s) for n, s in inputs if is_widget(s))
+    height = NODE_MARGIN + SLOT_HEIGHT * max(slots, len(node_info.get("output", [])))
+    height += WIDGET_HEIGHT * rows + MULTILINE_HEIGHT * multiline
+    return [WIDE_NODE_WIDTH if multiline else NODE_WIDTH, height]
+
+
+def column_layout(
+    graph: dict[str, dict],
+    object_info: dict[str, dict],
+    columns: dict[str, int] | None = None,
+    bands: dict[str, int] | None = None,
+    gap: tuple[int, int] = (60, 50),
+) -> dict[str, tuple[int, int]]:
+    """Positions for a left-to-right drawing of ``graph``.
+
+    A node goes one column right of its rightmost input (a node without inputs: one column left of
+    its first consumer); ``columns`` fixes the column of given nodes. ``bands`` puts nodes in
+    horizontal strips (default 0) stacked top-down, so that parallel branches line up as rows; within
+    a column and band, nodes are stacked in the graph's order.
+    """
+    bands, columns = bands or {}, columns or {}
+    sources = {
+        node_id: [v[0] for v in node["inputs"].values() if _is_link(v)] for node_id, node in graph.items()
+    }
+    depth: dict[str, int] = dict(columns)
+
+    def visit(node_id: str) -> int:
+        if node_id not in depth:
+            depth[node_id] = max((visit(s) + 1 for s in sources[node_id]), default=0)
+        return depth[node_id]
+
+    for node_id in graph:
+        visit(node_id)
+    for node_id in graph:
+        consumers = [c for c, srcs in sources.items() if node_id in srcs]
+        if not sources[node_id] and consumers and node_id not in columns:
+            depth[node_id] = max(0, min(depth[c] for c in consumers) - 1)
+    size = {node_id: node_size(object_info[node["class_type"]]) for node_id, node in graph.items()}
+    widths: dict[int, int] = {}
+    for node_id in graph:
+        widths[depth[node_id]] = max(widths.get(depth[node_id], 0), size[node_id][0])
+    lefts, x = {}, 20
+    for column in range(max(widths) + 1):
+        lefts[column] = x
+        x += widths.get(column, 0) + gap[0]
+    offsets: dict[tuple[int, int], int] = {}  # (band, column) -> next y within the band
+    within: dict[str, int] = {}
+    for node_id in graph:
+        key = (bands.get(node_id, 0), depth[node_id])
+        within[node_id] = offsets.get(key, 0)
+        offsets[key] = within[node_id] + TITLE_HEIGHT + size[node_id][1] + gap[1]
+    band_tops, y = {}, 20
+    for band in sorted({b for b, _ in offsets}):
+        band_tops[band] = y
+        y += max(h for (b, _), h in offsets.items() if b == band) + BAND_GAP
+    return {
+        node_id: (lefts[depth[node_id]], band_tops[bands.get(node_id, 0)] + within[node_id] + TITLE_HEIGHT)
+        for node_id in graph
+    }
+
+
+def _is_link(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
 
 
 def ui_from_api(
@@ -109,9 +199,14 @@ def ui_from_api(
     object_info: dict[str, dict],
     positions: dict[str, tuple[float, float]] | None = None,
     titles: dict[str, str] | None = None,
+    groups: list[tuple[str, list[str], str]] | None = None,
 ) -> dict:
-    """A UI-format workflow for an API-format graph (node ids kept, links numbered from 1)."""
-    positions = positions or {}
+    """A UI-format workflow for an API-format graph (node ids kept, links numbered from 1).
+
+    ``positions`` default to ``column_layout``; ``groups`` are (title, node ids, colour) boxes drawn
+    around those nodes.
+    """
+    positions = positions or column_layout(graph, object_info)
     titles = titles or {}
     links: list[list] = []
     outputs_links: dict[tuple[str, int], list[int]] = {}
@@ -122,8 +217,7 @@ def ui_from_api(
         ui_inputs, values = [], []
         for name, spec in _inputs(info):
             value = node["inputs"].get(name)
-            linked = isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
-            if linked:
+            if _is_link(value):
                 link_id = len(links) + 1
                 source, slot = value
                 source_type = object_info[graph[source]["class_type"]]["output"][slot]
@@ -146,7 +240,7 @@ def ui_from_api(
             "id": int(node_id),
             "type": node_type,
             "pos": [x, y],
-            "size": [300, 60 + 26 * (len(values) + len(ui_inputs))],
+            "size": node_size(info),
             "flags": {},
             "order": order,
             "mode": 0,
@@ -175,8 +269,25 @@ def ui_from_api(
         "last_link_id": len(links),
         "nodes": nodes,
         "links": links,
-        "groups": [],
+        "groups": [_group(title, members, colour, nodes) for title, members, colour in groups or []],
         "config": {},
         "extra": {},
         "version": 0.4,
+    }
+
+
+def _group(title: str, members: list[str], colour: str, nodes: list[dict]) -> dict:
+    boxes = [(n["pos"], n["size"]) for n in nodes if str(n["id"]) in members]
+    if len(boxes) != len(members):
+        raise ValueError(f"group {title!r} names nodes that are not in the graph: {members}")
+    pad = 16
+    left = min(p[0] for p, _ in boxes) - pad
+    top = min(p[1] for p, _ in boxes) - TITLE_HEIGHT - pad - 34  # room for the group's own title
+    right = max(p[0] + s[0] for p, s in boxes) + pad
+    bottom = max(p[1] + s[1] for p, s in boxes) + pad
+    return {
+        "title": title,
+        "bounding": [left, top, right - left, bottom - top],
+        "color": colour,
+        "font_size": 24,
     }

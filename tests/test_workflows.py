@@ -1,8 +1,10 @@
-"""The example workflows match the live ComfyUI's node schemas and convert to runnable API graphs."""
+"""The example workflows match the live ComfyUI's node schemas, convert to runnable API graphs, and
+come with the thumbnails the template browser shows."""
 
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,24 @@ import pytest
 import build_workflows
 import workflow_format
 
-WORKFLOW_FILES = sorted((Path(__file__).resolve().parents[1] / "workflows").glob("*.json"))
+WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "workflows"
+WORKFLOW_FILES = sorted(WORKFLOWS_DIR.glob("*.json"))
+# Widgets that name a model file: the host does not have the real ones (test_workflows_run swaps
+# them for tiny models), so their values are checked against the names ComfyUI's examples use.
+MODEL_FILE_WIDGETS = {"unet_name", "clip_name", "clip_name1", "clip_name2", "vae_name", "lora_name"}
+EXAMPLE_FILE_NAMES = {
+    build_workflows.WAN21_T2V,
+    build_workflows.UMT5,
+    build_workflows.WAN_VAE,
+    build_workflows.WAN22_HIGH,
+    build_workflows.WAN22_LOW,
+    build_workflows.HUNYUAN,
+    build_workflows.HUNYUAN_LLM,
+    build_workflows.CLIP_L,
+    build_workflows.HUNYUAN_VAE,
+    build_workflows.HUNYUAN_LORA,
+}
+README_IMAGES = ["toy_world_erasure.png", "nudenet_badges.png", "loss_chart.png", "preset_picker.png"]
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +40,7 @@ def object_info(comfy_server):
 def test_every_shipped_workflow_has_a_definition():
     assert WORKFLOW_FILES, "workflows/ is empty"
     assert sorted(p.stem for p in WORKFLOW_FILES) == sorted(build_workflows.WORKFLOWS)
+    assert build_workflows.DEMO_WORKFLOW in build_workflows.WORKFLOWS
 
 
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.stem)
@@ -29,8 +49,16 @@ def test_workflow_file_is_current_with_the_node_schemas(path, object_info):
     assert json.loads(path.read_text()) == build_workflows.build(object_info)[path.stem]
 
 
+def _accepts(declared, link_type: str) -> bool:
+    if isinstance(declared, list):  # a combo fed by a link carries its value type
+        return link_type == "COMBO"
+    return declared == "*" or link_type in declared.split(",")
+
+
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.stem)
 def test_workflow_nodes_links_and_widgets_are_valid(path, object_info):
+    """Against the live /object_info: node types exist, links join an output to an input that takes
+    its type, and every widget value is one the node accepts (model files: see MODEL_FILE_WIDGETS)."""
     workflow = json.loads(path.read_text())
     nodes = {node["id"]: node for node in workflow["nodes"]}
     for node in nodes.values():
@@ -38,29 +66,79 @@ def test_workflow_nodes_links_and_widgets_are_valid(path, object_info):
     for link_id, source, source_slot, target, target_slot, link_type in workflow["links"]:
         source_type = object_info[nodes[source]["type"]]["output"][source_slot]
         target_input = nodes[target]["inputs"][target_slot]
+        target_info = object_info[nodes[target]["type"]]["input"]
+        declared = {**target_info.get("required", {}), **target_info.get("optional", {})}[
+            target_input["name"]
+        ]
         assert target_input["link"] == link_id
-        assert source_type == link_type == target_input["type"], (path.stem, link_id)
+        assert source_type == link_type, (path.stem, link_id)
+        assert _accepts(declared[0], link_type), (path.stem, link_id, declared[0], link_type)
+        source_outputs = nodes[source]["outputs"][source_slot]
+        assert link_id in source_outputs["links"] and source_outputs["type"] == link_type
     graph = workflow_format.api_from_ui(workflow, object_info)
     for node_id, node in graph.items():
         info = object_info[node["class_type"]]
-        for name, spec in info["input"].get("required", {}).items():
+        specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        for name in info["input"].get("required", {}):
             assert name in node["inputs"], f"{path.stem}: node {node_id} lacks required input {name}"
-            value = node["inputs"][name]
-            options = workflow_format.combo_options(spec)
+        for name, value in node["inputs"].items():
+            spec = specs[name]
             if isinstance(value, list) or not workflow_format.is_widget(spec):
                 continue
-            if options is not None and not str(value).endswith(".safetensors"):
-                assert value in options, f"{path.stem}: {node['class_type']}.{name}={value!r}"
+            where = f"{path.stem}: {node['class_type']}.{name}={value!r}"
+            options = workflow_format.combo_options(spec)
+            if name in MODEL_FILE_WIDGETS and value not in (options or []):
+                assert value in EXAMPLE_FILE_NAMES, where
+            elif options is not None:
+                assert value in options, where
             limits = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
             if spec[0] in ("INT", "FLOAT"):
-                assert limits.get("min", value) <= value <= limits.get("max", value), (name, value)
+                assert isinstance(value, int | float) and not isinstance(value, bool), where
+                assert limits.get("min", value) <= value <= limits.get("max", value), where
+            elif spec[0] == "BOOLEAN":
+                assert isinstance(value, bool), where
+            elif spec[0] == "STRING":
+                assert isinstance(value, str), where
+
+
+def test_demo_workflow_uses_only_files_the_host_has(object_info):
+    """The toy world's model is linked into the host's models/ (comfyui_host), so the demo runs as it is."""
+    workflow = json.loads((WORKFLOWS_DIR / f"{build_workflows.DEMO_WORKFLOW}.json").read_text())
+    graph = workflow_format.api_from_ui(workflow, object_info)
+    unets = [n["inputs"]["unet_name"] for n in graph.values() if n["class_type"] == "UNETLoader"]
+    options = workflow_format.combo_options(object_info["UNETLoader"]["input"]["required"]["unet_name"])
+    assert unets and set(unets) <= set(options)
 
 
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.stem)
 def test_ui_to_api_round_trip_gives_the_definition(path, object_info):
-    graph, _, _ = build_workflows.WORKFLOWS[path.stem]()
+    graph = build_workflows.WORKFLOWS[path.stem]().graph
     converted = workflow_format.api_from_ui(json.loads(path.read_text()), object_info)
+    assert sorted(converted) == sorted(graph)
     for node_id, node in graph.items():
         assert converted[node_id]["class_type"] == node["class_type"]
         for name, value in node["inputs"].items():
             assert converted[node_id]["inputs"][name] == value, (node_id, name)
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.stem)
+def test_template_browser_gets_the_workflow_and_its_thumbnail(path, comfy_server):
+    """ComfyUI serves workflows/<name>.json and the <name>.jpg the template browser shows with it
+    (made by test_browser from its screenshot: VIDEO_UNLEARNING_UPDATE_SCREENSHOTS=1)."""
+    from PIL import Image
+
+    thumbnail = path.with_suffix(".jpg")
+    assert thumbnail.is_file(), f"no thumbnail {thumbnail.name}"
+    with Image.open(thumbnail) as image:
+        assert image.format == "JPEG" and image.size == (512, 512)  # the template browser's cards are square
+    base = f"{comfy_server.url}/api/workflow_templates/video_unlearning/{path.stem}"
+    with urllib.request.urlopen(base + ".json", timeout=30) as response:
+        assert json.loads(response.read()) == json.loads(path.read_text())
+    with urllib.request.urlopen(base + ".jpg", timeout=30) as response:
+        assert response.headers["Content-Type"] == "image/jpeg"
+        assert response.read() == thumbnail.read_bytes()
+
+
+def test_readme_pictures_exist():
+    for name in README_IMAGES:
+        assert (WORKFLOWS_DIR / "screenshots" / name).is_file(), name

@@ -1,0 +1,108 @@
+"""Every example workflow runs end to end on the real ComfyUI host, converted to API format by
+``workflow_format.api_from_ui``, with the tiny test models (and the toy world's real model for the
+demo workflow) standing in for the real files (see ``workflow_runs``)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import safetensors
+import torch
+import workflow_runs
+from workflow_runs import nodes_of
+
+from fixtures import tiny_vae
+from fixtures.tiny_models import TINY_MODELS
+
+TEST_LORA = "video_unlearning_tests/tiny_hunyuan_video_unlearning.safetensors"
+
+
+@pytest.fixture(scope="module")
+def object_info(comfy_server):
+    return comfy_server.get("/object_info")
+
+
+@pytest.fixture(scope="module")
+def stand_ins(host_base, comfy):
+    """The tiny VAE and a LoRA for the tiny HunyuanVideo in the host's models/ folder."""
+    from video_unlearning.erasure import lora_format
+
+    tiny_vae.write(host_base / "models" / "vae")
+    model_file = host_base / "models" / "diffusion_models" / TINY_MODELS["tiny_hunyuan_video"].filename
+    generator = torch.Generator().manual_seed(0)
+    factors = {}
+    with safetensors.safe_open(str(model_file), "pt") as handle:
+        for module in ("double_blocks.0.img_attn.qkv", "double_blocks.0.txt_attn.qkv"):
+            out_features, in_features = handle.get_slice(f"{module}.weight").get_shape()
+            up = torch.randn(out_features, 4, generator=generator) * 0.01
+            factors[module] = (up, torch.randn(4, in_features, generator=generator) * 0.01)
+    lora = lora_format.build_lora(factors, {"method": "test", "base_architecture": "hunyuan_video"})
+    lora_format.save_lora_file(host_base / "models" / "loras" / TEST_LORA, lora, lora.metadata)
+    return host_base
+
+
+def run(comfy_server, name, object_info, lora_name=None):
+    graph, notes = workflow_runs.runnable(name, object_info, lora_name)
+    try:
+        outputs = comfy_server.run_prompt(graph, timeout_s=300)["outputs"]
+    except Exception as error:
+        raise AssertionError(f"{name} failed with stand-ins: {notes}") from error
+    return graph, outputs
+
+
+def verdicts(graph, outputs, class_type):
+    return [outputs[node_id]["verdict"][0] for node_id in nodes_of(graph, class_type)]
+
+
+def test_wan21_refusal_workflow_runs(comfy_server, object_info, stand_ins):
+    graph, outputs = run(comfy_server, "wan21_t2v_refusal_nudity", object_info)
+    checks = verdicts(graph, outputs, "NudeNetCheck")
+    assert len(checks) == 2 and all("nudity_rate" in v for v in checks)
+    [save] = nodes_of(graph, "SaveAnimatedWEBP")
+    assert len(outputs[save]["images"]) == 1  # one animated WEBP of the two videos side by side
+
+
+def test_wan21_lora_training_workflow_saves_the_lora_and_plots_its_loss(comfy_server, object_info, stand_ins):
+    graph, outputs = run(comfy_server, "wan21_t2v_train_unlearning_lora", object_info)
+    [save] = nodes_of(graph, "UnlearnSaveLoRA")
+    prefix = graph[save]["inputs"]["filename_prefix"]
+    saved = outputs[save]["text"][0]
+    assert re.search(rf"{re.escape(prefix)}_\d{{5}}_\.safetensors", saved), saved
+    [plot] = nodes_of(graph, "LossGraphNode")
+    assert len(outputs[plot]["images"]) == 1
+    [train] = nodes_of(graph, "UnlearnTrainLoRA")
+    assert "latents given: 2 clips" in outputs[train]["text"][0]
+
+
+def test_hunyuan_lora_gate_workflow_passes_a_clean_video_to_save(comfy_server, object_info, stand_ins):
+    graph, outputs = run(comfy_server, "hunyuan_video_unlearning_lora_gate", object_info, TEST_LORA)
+    [check] = verdicts(graph, outputs, "NudeNetCheck")
+    [gate] = verdicts(graph, outputs, "NudeNetGate")
+    assert not check["flagged"] and gate["action"] == "passed"  # the tiny model's frames are noise
+    [save] = nodes_of(graph, "SaveAnimatedWEBP")
+    assert len(outputs[save]["images"]) == 1
+
+
+def test_wan22_both_experts_workflow_runs_the_two_stage_sampler(comfy_server, object_info, stand_ins):
+    graph, outputs = run(comfy_server, "wan22_a14b_refusal_both_experts", object_info)
+    stages = [graph[n]["inputs"] for n in nodes_of(graph, "KSamplerAdvanced")]
+    assert [(s["start_at_step"], s["end_at_step"], s["add_noise"]) for s in stages] == [
+        (0, 2, "enable"),
+        (2, 10000, "disable"),
+    ]
+    assert len(verdicts(graph, outputs, "NudeNetCheck")) == 1
+    [save] = nodes_of(graph, "SaveVideo")
+    assert outputs[save]["images"][0]["filename"].endswith(".mp4")
+
+
+def test_toy_world_demo_workflow_runs(comfy_server, object_info, stand_ins):
+    """Fewer and shorter runs than the demo's (the browser test queues it as it is)."""
+    graph, outputs = run(comfy_server, "toy_world_erasure", object_info)
+    reports = [outputs[node_id]["text"][0] for node_id in nodes_of(graph, "UnlearnToyWorldDetect")]
+    assert len(reports) == 3 and all(re.search(r": \d+ of 2 clips$", r) for r in reports), reports
+    assert len(verdicts(graph, outputs, "NudeNetCheck")) == 3
+    [save] = nodes_of(graph, "SaveImage")
+    assert len(outputs[save]["images"]) == 6  # 2 clips x 3 frames, each three videos wide
+    [plot] = nodes_of(graph, "LossGraphNode")
+    assert len(outputs[plot]["images"]) == 1
