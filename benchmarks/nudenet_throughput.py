@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime
 import skimage.data
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # never ahead of ComfyUI's nodes.py
 from erasure import nudity  # noqa: E402
 
 HEIGHT, WIDTH = 480, 832

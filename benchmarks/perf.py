@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -34,7 +35,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+    sys.path.append(str(REPO_ROOT))  # appended: the repo's nodes/ must not shadow ComfyUI's nodes.py
 
 from benchmarks import perf_setup as setup  # noqa: E402
 
@@ -213,6 +214,9 @@ def update_results(results_dir: Path, device: str, machine: dict, runs: dict, nu
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup.require_device(args.device)
+    env = setup.steady_malloc_env(args.device)
+    if env is not None:  # glibc reads these at start-up: run again with them (see perf_setup)
+        os.execve(sys.executable, [sys.executable, __file__, *(sys.argv[1:] if argv is None else argv)], env)
     tiny = args.model[0] in setup.TINY_NAMES
     results_dir = args.results_dir or (TINY_RESULTS_DIR if tiny else setup.RESULTS_DIR)
     base_dir = Path(tempfile.mkdtemp(prefix="video-unlearning-perf-"))

@@ -173,6 +173,23 @@ def require_device(device: str) -> None:
         raise SystemExit(f"--device must be cpu or cuda, not {device!r}")
 
 
+# glibc settings for CPU runs: keep freed memory for reuse (never trim the heap, a fixed mmap
+# threshold). On a CPU ComfyUI casts every bf16 weight to an fp32 copy in every forward pass; with
+# glibc's defaults those copies land sometimes in memory it kept and sometimes in fresh pages it
+# must fault in, and the same model's sampling step took 7.2 s of CPU in one call and 8.9 s in
+# the next. With these, repeated steps agree within a few percent. Peak RSS then includes memory
+# glibc keeps; the live-heap peak (``MemoryPeak``), which the memory goals use, does not.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
+
+
+def steady_malloc_env(device: str) -> dict[str, str] | None:
+    """The environment to re-run this process with on a CPU, or None when it is already set (or on
+    a GPU, where the casts do not happen)."""
+    if device != "cpu" or all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()):
+        return None
+    return dict(os.environ, **MALLOC_ENV)
+
+
 def bootstrap(device: str, base_dir: Path, threads: int = 0) -> None:
     """ComfyUI on sys.path (CPU or GPU mode, ``base_dir`` as its base directory: models/, output/),
     the repository importable as ``video_unlearning``, and the test suite's fixtures importable.
@@ -225,6 +242,8 @@ def machine(device: str) -> dict:
     }
     if device == "cuda":
         info["gpu_memory_gb"] = round(torch.cuda.get_device_properties(0).total_memory / 1024**3, 1)
+    else:
+        info["malloc_env"] = {k: os.environ.get(k) for k in MALLOC_ENV}
     return info
 
 

@@ -299,7 +299,7 @@ def toy_world_settings():
         from video_unlearning.benchmarks.toy_world import erasure_settings
     except ImportError:
         if str(comfyui_host.REPO_ROOT) not in sys.path:
-            sys.path.insert(0, str(comfyui_host.REPO_ROOT))
+            sys.path.append(str(comfyui_host.REPO_ROOT))  # never ahead of ComfyUI's nodes.py
         from benchmarks import toy_world
         from benchmarks.toy_world import erasure_settings
     return erasure_settings, toy_world.MODEL_FILE.name
