@@ -11,10 +11,13 @@ rank, clip and gradient checkpointing (on, both nodes' default), with the same t
 
 The other UnlearnTrainLoRA inputs are the node's defaults (16 augmented concept prompts,
 localization on). Per-step time: between consecutive ticks of the node's progress bar (both nodes
-tick after each optimizer step), the first step (model load, warm-up) left out. Peak memory: the
-process's resident set (VmHWM, reset after the model and text encoder are loaded, so loading's own
-peak is not counted), reported whole and as the increase over the loaded model; on CUDA also
-``torch.cuda.max_memory_allocated`` (the model is moved to the GPU inside the node, so it is counted).
+tick after each optimizer step), the first step (model load, warm-up) left out, on the run's clock
+(``perf_setup.now``). Peak memory, from after the model and text encoder are loaded (loading's own
+peak is not counted), whole and as the increase over the loaded model: the live C-heap peak on a CPU
+(the goal's measure; ``perf_setup.MemoryPeak``) with peak RSS beside it, and
+``torch.cuda.max_memory_allocated`` on CUDA (the model is moved to the GPU inside the node, so it
+is counted). ComfyUI 0.3.75's TrainLoraNode fails on a single LATENT input, so both nodes get the
+run's clip twice over: two clips of the same size, one trained on per step.
 
     python benchmarks/perf_train.py --arm stock --base-dir DIR --model-file NAME ...   (perf.py runs it)
 """

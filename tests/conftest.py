@@ -47,6 +47,13 @@ args.cpu = True
 args.base_directory = str(HOST_BASE)
 args.disable_all_custom_nodes = False
 
+# ComfyUI's own nodes.py, bound now: the repository root (the pytest working directory, and where
+# benchmarks put it) holds this pack's nodes/ package, which must never stand in for it.
+import nodes as comfy_nodes  # noqa: E402
+
+if Path(comfy_nodes.__file__).resolve() != (COMFYUI_DIR / "nodes.py").resolve():
+    raise pytest.UsageError(f"`import nodes` found {comfy_nodes.__file__}, not ComfyUI's nodes.py")
+
 
 def _register_pack() -> None:
     """Import the repository as package ``video_unlearning`` (lazily: comfy loads on first use)."""
