@@ -141,43 +141,54 @@ def nudenet_part(frames: int, repeats: int, device: str) -> dict:
 # --- one model --------------------------------------------------------------------------------------
 
 
+def model_parts(name: str, args: argparse.Namespace) -> list[int]:
+    """Parts 1-3 asked for that this model runs (layers-only models: part 1 only)."""
+    wanted = [p for p in args.parts if p in (1, 2, 3)]
+    return [p for p in wanted if p == 1] if setup.model_spec(name).layers_only else wanted
+
+
+def stamp(result: dict, load_before: float | None) -> dict:
+    """When a part was measured and how busy the machine was (a later run may keep it)."""
+    result["measured"] = time.strftime("%Y-%m-%d %H:%M %Z")
+    result["load_average"] = [load_before, setup.load_average()]
+    return result
+
+
 def run_model(name: str, args: argparse.Namespace, base_dir: Path, clip) -> dict:
     """The requested parts for one model; returns its results entry."""
     from benchmarks import perf_generation, perf_refusal, perf_train
 
     spec = setup.model_spec(name)
     sizes = sizes_for(name, args)
-    parts = [p for p in args.parts if p == 1 or not spec.layers_only]
+    parts = model_parts(name, args)
     entry: dict = {
         "model": spec.label,
         "sizes": dataclasses.asdict(sizes),
         "video": sizes.video,
         "parts": parts,
-        "load_average_start": setup.load_average(),
     }
     started = time.perf_counter()
     model_file = None
     if not spec.layers_only:
         model_file = setup.install_model_file(setup.ensure_model_file(spec, args.cache_dir), base_dir)
     if 3 in parts:  # first, in fresh processes, before this one holds the model
-        entry["training"] = perf_train.measure(
-            base_dir, model_file, args.device, sizes, args.rank, args.train_targets
-        )
+        load = setup.load_average()
+        result = perf_train.measure(base_dir, model_file, args.device, sizes, args.rank, args.train_targets)
+        entry["training"] = stamp(result, load)
     if 1 in parts or 2 in parts:
         model = setup.load_model_file(model_file) if model_file else None
+        load = setup.load_average()
         patched, refusal = perf_refusal.measure(model, clip, spec, sizes, args.device)
         if 1 in parts:
-            entry["refusal"] = refusal
+            entry["refusal"] = stamp(refusal, load)
         if 2 in parts:
-            entry["generation"] = perf_generation.measure(
+            load = setup.load_average()
+            result = perf_generation.measure(
                 model, patched, clip, spec.family, sizes, args.rank, args.train_targets, args.device
             )
+            entry["generation"] = stamp(result, load)
         del model, patched
-    entry["load_average_end"] = setup.load_average()
     entry["wall_s"] = time.perf_counter() - started
-    for part in ("training", "refusal", "generation"):  # when, should a later run keep them
-        if part in entry:
-            entry[part]["measured"] = time.strftime("%Y-%m-%d %H:%M %Z")
     return entry
 
 
@@ -229,20 +240,18 @@ def main(argv: list[str] | None = None) -> int:
         clip = setup.text_encoder()
         runs = {}
         for name in args.model:
-            parts = (
-                args.parts if not setup.model_spec(name).layers_only else [p for p in args.parts if p == 1]
-            )
-            print(
-                f"== {name}: parts {', '.join(map(str, parts)) or 'none (layers-only models run part 1)'}",
-                flush=True,
-            )
+            parts = model_parts(name, args)
+            if not parts:
+                continue
+            print(f"== {name}: parts {', '.join(map(str, parts))}", flush=True)
             runs[name] = run_model(name, args, base_dir, clip)
             update_results(results_dir, args.device, machine, runs, None)
         nudenet = None
         if 4 in args.parts and any(not setup.model_spec(m).layers_only for m in args.model):
             sizes = sizes_for(args.model[0], args)
             print(f"== NudeNet on {sizes.nudenet_frames} frames", flush=True)
-            nudenet = nudenet_part(sizes.nudenet_frames, max(3, sizes.repeats), args.device)
+            load = setup.load_average()
+            nudenet = stamp(nudenet_part(sizes.nudenet_frames, max(3, sizes.repeats), args.device), load)
         path = update_results(results_dir, args.device, machine, runs, nudenet)
         print(f"results: {path} and {path.with_suffix('.md')}")
         print(path.with_suffix(".md").read_text())

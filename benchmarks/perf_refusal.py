@@ -280,36 +280,6 @@ def memoized(owner: object, name: str) -> Iterator[None]:
         setattr(owner, name, original)
 
 
-@contextlib.contextmanager
-def fingerprint_fallback(used: list[str]) -> Iterator[None]:
-    """Workaround for a bug in ``nodes/comfy_compat.py`` found by this benchmark (remove once fixed):
-    ``fingerprint`` picks its sample indices with a float32 ``torch.linspace``, which cannot hold
-    indices above 2^24, so on a weight of more elements (Wan 14B's ``text_embedding.0``, 5120 x 4096)
-    the last index rounds past the end and UnlearnRefusalEstimate fails with an IndexError. Only then,
-    the same sampling with float64 indices is used, and ``used`` records it for the results."""
-    from video_unlearning.nodes import comfy_compat as compat
-
-    original = compat.fingerprint
-
-    def fingerprint(model, arch):
-        try:
-            return original(model, arch)
-        except IndexError:
-            module = "text_embedding.0" if arch.family == "wan" else "txt_in.input_embedder"
-            weight = compat.current_weights(model, [module])[module][0].flatten()
-            index = torch.linspace(0, weight.numel() - 1, 256, dtype=torch.float64).round().long()
-            used.append(
-                f"comfy_compat.fingerprint: float32 index overflow on {module} ({weight.numel()} values)"
-            )
-            return weight[index].clone()
-
-    compat.fingerprint = fingerprint
-    try:
-        yield
-    finally:
-        compat.fingerprint = original
-
-
 def vector_mb(vector) -> float:
     tensors = [vector.fingerprint]
     for site in vector.sites:
@@ -450,14 +420,10 @@ def measure(model, clip, spec: setup.ModelSpec, sizes: setup.Sizes, device: str)
         f"  [1] estimate the refusal vector (one forward pass: {result['forward']['seconds']:.2f} s)",
         flush=True,
     )
-    workarounds: list[str] = []
-    with fingerprint_fallback(workarounds):
-        vector, result["estimate"] = time_estimate(model, clip, spec, max(2, sizes.repeats), device)
-        if probe_forward is not None:
-            result["probe_run"] = probe_run(result["estimate"], probe_forward)
-        print("  [1] apply it", flush=True)
-        patched, result["apply"] = time_apply(model, vector, max(2, sizes.repeats), device)
-    if workarounds:
-        result["workarounds"] = sorted(set(workarounds))
+    vector, result["estimate"] = time_estimate(model, clip, spec, max(2, sizes.repeats), device)
+    if probe_forward is not None:
+        result["probe_run"] = probe_run(result["estimate"], probe_forward)
+    print("  [1] apply it", flush=True)
+    patched, result["apply"] = time_apply(model, vector, max(2, sizes.repeats), device)
     result["clock"] = setup.clock_name()
     return patched, summarise(result, spec)

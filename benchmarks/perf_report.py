@@ -28,12 +28,22 @@ def count(n: int) -> str:
     return f"{n / 1e9:.2f} B" if n >= 1e8 else f"{n / 1e6:.1f} M"
 
 
+def when(parts: list[dict]) -> str:
+    """When the parts were measured and the machine's 1-minute load average meanwhile."""
+    dates = sorted({p["measured"] for p in parts if "measured" in p})
+    loads = [x for p in parts for x in p.get("load_average", []) if x is not None]
+    text = "measured " + (f"{dates[0]} to {dates[-1]}" if len(dates) > 1 else dates[0]) if dates else ""
+    if loads:
+        text += f", load average {min(loads)}-{max(loads)}"
+    return text
+
+
 def machine_line(machine: dict) -> str:
     gpu = f", GPU {machine['gpu']} ({machine.get('gpu_memory_gb')} GB)" if machine.get("gpu") else ""
     return (
         f"{machine['cpu']} ({machine['cores']} cores, {machine['ram_gb']} GB RAM){gpu}; torch "
         f"{machine['torch']} ({machine['torch_threads']} torch thread(s)), ComfyUI {machine['comfyui']}, "
-        f"Python {machine['python']}; {machine['date']}"
+        f"Python {machine['python']}"
     )
 
 
@@ -70,10 +80,6 @@ def refusal_table(runs: dict) -> list[str]:
                 f"{run['model']}: a pass at {gsize['video']} does {gsize['flops_multiple']:.0f}x the work "
                 f"(FLOPs) of the measured clip; scaled by that, the direction maths would be "
                 f"{percent(gsize['direction_maths_share_flop_scaled'])} of it (an estimate, not measured)."
-            )
-        for workaround in r.get("workarounds", []):
-            notes.append(
-                f"{run['model']}: the pack failed here and the benchmark worked around it: {workaround}."
             )
         if "probe_run" in r:
             p = r["probe_run"]
@@ -209,10 +215,10 @@ def markdown(data: dict) -> str:
         "",
     ]
     for name, run in runs.items():
-        load = f"load average {run.get('load_average_start')} -> {run.get('load_average_end')}"
-        lines.append(f"- {name}: {machine_line(run['machine'])}; {load}.")
+        stamps = [run[p] for p in ("refusal", "generation", "training") if p in run]
+        lines.append(f"- {name}: {machine_line(run['machine'])}; {when(stamps)}.")
     if "nudenet" in data:
-        lines.append(f"- NudeNet: {machine_line(data['nudenet']['machine'])}.")
+        lines.append(f"- NudeNet: {machine_line(data['nudenet']['machine'])}; {when([data['nudenet']])}.")
     table = refusal_table(runs)
     if table:
         lines += ["", "## 1. Refusal vector, against one forward pass of the same model", "", *table]
