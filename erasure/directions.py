@@ -51,10 +51,24 @@ def pool_tokens(tokens: Tensor, reference: Tensor, pooling: str = "centred_sum")
     raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
 
 
-def second_moment(rows: Tensor) -> Tensor:
-    """Uncentred second moment S = X^T X / N of rows X [N, D]."""
-    rows = rows.float()
-    return rows.T @ rows / rows.shape[0]
+def row_space(rows: Tensor, tolerance: float = 1e-6) -> tuple[Tensor, Tensor]:
+    """Coordinates of X [N, D] in an orthonormal basis B [D, q] of its row space, without forming B.
+
+    Returns (C [N, q], A [N, q]) in float64 with X = C B^T and B = X^T A, from the smaller Gram
+    matrix: if N <= D, X X^T = W L W^T, C = W L^(1/2), A = W L^(-1/2); otherwise X^T X = V L V^T,
+    B = V, C = X V, A = C L^(-1). Kept: singular values sqrt(L) above ``tolerance`` times the largest
+    (the rest is numerical null space). A vector with coordinates c is ``X^T (A c)`` in width D.
+    """
+    x = rows.double()
+    if x.shape[0] <= x.shape[1]:
+        values, vectors = torch.linalg.eigh(x @ x.T)
+        keep = values > values[-1] * tolerance**2
+        values, vectors = values[keep], vectors[:, keep]
+        return vectors * values.sqrt(), vectors / values.sqrt()
+    values, vectors = torch.linalg.eigh(x.T @ x)
+    keep = values > values[-1] * tolerance**2
+    coords = x @ vectors[:, keep]
+    return coords, coords / values[keep]
 
 
 @dataclass(frozen=True)
@@ -100,24 +114,26 @@ def contrastive_direction(differences: Tensor, neutral: Tensor, rank: int, alpha
             "the unsafe and safe prompts give identical (or non-finite) activations: each pair must differ "
             "in the concept, e.g. 'a nude woman on a beach' / 'a woman on a beach'"
         )
-    c_r = second_moment(diffs).double()
-    c_e = second_moment(neutral).double()
-    contrast = c_r / c_r.trace() - alpha * c_e / c_e.trace().clamp_min(torch.finfo(torch.float64).tiny)
-    # Eigenvectors within span(R, E): the rest is the joint null space of C_r and C_e, eigenvalue 0
-    # and no part of r; left in, it outranks every direction once alpha makes them negative.
-    rows = torch.cat([diffs, neutral.float()]).double()
-    span, singular, _ = torch.linalg.svd(rows.T, full_matrices=False)
-    span = span[:, singular > singular[0] * 1e-6]
+    # Everything happens in coordinates of span(R, E): outside it both moments vanish (eigenvalue 0,
+    # no part of r), and left in, that null space outranks every real direction once alpha makes them
+    # negative. It also keeps the eigen-problem at most M + N wide instead of D.
+    rows = torch.cat([diffs, neutral.float()])
+    coords, lift = row_space(rows)
+    r_in, e_in = coords[: diffs.shape[0]], coords[diffs.shape[0] :]
+    r_scale = r_in.square().sum() / diffs.shape[0]  # tr(R^T R / M)
+    e_scale = (e_in.square().sum() / e_in.shape[0]).clamp_min(torch.finfo(torch.float64).tiny)
+    contrast = r_in.T @ r_in / diffs.shape[0] / r_scale - alpha * (e_in.T @ e_in) / e_in.shape[0] / e_scale
     k = min(rank, diffs.shape[0])
-    _, vectors = torch.linalg.eigh(span.T @ contrast @ span)
-    top = (span @ vectors[:, -k:]).float()
-    projected = top @ (top.T @ refusal)
-    norm = projected.norm()
-    if norm <= 1e-6 * refusal.norm():
+    _, vectors = torch.linalg.eigh(contrast)
+    top = vectors[:, -k:]
+    projected_in = top @ (top.T @ r_in.mean(dim=0))  # U_k U_k^T r, in span coordinates
+    norm = float(projected_in.norm())  # the basis is orthonormal: the same norm in width D
+    if norm <= 1e-6 * float(refusal.norm()):
         raise ValueError(
             f"the refusal vector has no component in the top-{k} contrastive subspace; "
             f"lower alpha ({alpha}) or raise rank"
         )
+    projected = (rows.double().T @ (lift @ projected_in)).float()
     return ConceptDirection(projected / norm, refusal, rank, k, diffs.shape[0])
 
 

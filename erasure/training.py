@@ -69,11 +69,15 @@ class MarkedRow:
     """Which batch row of the current forward pass belongs to the concept prompt (None: no row).
 
     Shared by the adapters (they record energy for that row) and the mask capture (it turns that row's
-    attention into masks); set by ``predict_grouped`` before each forward pass.
+    attention into masks); set by ``predict_grouped`` before each forward pass. ``recomputing`` is True
+    while activation checkpointing recomputes a block in the backward pass: the energies of the first
+    pass are the ones in the loss, so the adapters must not store them again (a stored tensor would
+    keep the recomputed block's whole graph alive until the step ends).
     """
 
     def __init__(self) -> None:
         self.row: int | None = None
+        self.recomputing = False
 
 
 class LowRankAdapter(nn.Module):
@@ -171,7 +175,11 @@ class AdapterSet:
                 video = delta[row : row + 1]
                 if target.tokens == "joint":
                     video = video[:, : self.video_tokens]
-                self.energy[target.name] = adapter_token_energy(video)
+                # Computed on recomputation too (the checkpoint needs the same saved tensors), but kept
+                # only from the first pass.
+                energy = adapter_token_energy(video)
+                if not self.marker.recomputing:
+                    self.energy[target.name] = energy
             return output + delta.to(output.dtype)
 
         return hook
@@ -280,13 +288,20 @@ def _block_forward(
         capture.begin_block(name)
         if torch.is_grad_enabled():
             row = marker.row
+            calls = 0
 
             def run(*a, **k):
+                nonlocal calls
                 marker.row = row  # the same row again when the checkpoint recomputes this block
+                marker.recomputing = calls > 0
+                calls += 1
                 if copy_inputs:
                     a = tuple(_copy_floats(v) for v in a)
                     k = {key: _copy_floats(v) for key, v in k.items()}
-                return original(*a, **k)
+                try:
+                    return original(*a, **k)
+                finally:
+                    marker.recomputing = False
 
             if checkpoint:
                 out = torch.utils.checkpoint.checkpoint(run, *args, use_reentrant=False, **kwargs)
@@ -464,8 +479,7 @@ def train_adapters(
         losses = step(i)
         optimizer.zero_grad(set_to_none=True)
         losses.total.backward()
-        # A checkpoint's recomputation records the energies again; drop them with their graphs.
-        adapters.energy = {}
+        adapters.energy = {}  # the step's energies hold its graph: free it before the next step
         values = losses.as_floats()
         del losses
         if not all(math.isfinite(v) for v in values.values()):

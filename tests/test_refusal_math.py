@@ -9,7 +9,12 @@ import safetensors.torch
 import torch
 
 from video_unlearning.erasure import presets
-from video_unlearning.erasure.directions import contrastive_direction, orthonormal_basis, pool_tokens
+from video_unlearning.erasure.directions import (
+    contrastive_direction,
+    orthonormal_basis,
+    pool_tokens,
+    row_space,
+)
 from video_unlearning.erasure.edits import (
     edited_weight,
     input_side_factors,
@@ -100,6 +105,36 @@ def test_contrastive_direction_clamps_rank_and_refuses_identical_pairs():
         contrastive_direction(diffs, neutral, rank=1, alpha=-1.0)
     with pytest.raises(ValueError, match="do not match"):
         contrastive_direction(diffs, torch.randn(5, 16), rank=1, alpha=1.0)
+
+
+@pytest.mark.parametrize("samples", [12, 60])  # fewer and more rows than the width: both Gram sides
+def test_row_space_gives_orthonormal_coordinates_of_the_rows(samples):
+    g = torch.Generator().manual_seed(3)
+    rows = torch.randn(samples, 7, generator=g) @ torch.randn(7, 40, generator=g)  # rank 7 in width 40
+    coords, lift = row_space(rows)
+    basis = rows.double().T @ lift
+    assert coords.shape == (samples, 7) and basis.shape == (40, 7)
+    torch.testing.assert_close(basis.T @ basis, torch.eye(7, dtype=torch.float64), atol=1e-9, rtol=0)
+    torch.testing.assert_close(coords @ basis.T, rows.double(), atol=1e-5, rtol=1e-5)  # float32 rows
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, 30.0])
+def test_contrastive_direction_equals_the_dense_width_d_computation(alpha):
+    """The span-coordinate computation gives the direction of the docstring's D x D formula."""
+    g = torch.Generator().manual_seed(4)
+    diffs = torch.randn(6, 96, generator=g) + 2 * torch.randn(96, generator=g)
+    neutral = torch.randn(50, 96, generator=g) @ torch.randn(96, 96, generator=g) / 10
+    c_r = (diffs.T @ diffs).double() / 6
+    c_e = (neutral.T @ neutral).double() / 50
+    contrast = c_r / c_r.trace() - alpha * c_e / c_e.trace()
+    span, singular, _ = torch.linalg.svd(torch.cat([diffs, neutral]).double().T, full_matrices=False)
+    span = span[:, singular > singular[0] * 1e-6]
+    top = span @ torch.linalg.eigh(span.T @ contrast @ span)[1][:, -4:]
+    expected = top @ (top.T @ diffs.double().mean(dim=0))
+    expected = (expected / expected.norm()).float()
+    got = contrastive_direction(diffs, neutral, rank=4, alpha=alpha).direction
+    assert abs(float(got @ expected)) > 1 - 1e-5
+    assert float(got @ diffs.mean(dim=0)) > 0
 
 
 def test_alpha_steers_the_direction_away_from_neutral_activations():

@@ -193,6 +193,32 @@ def test_in_place_blocks_train_with_and_without_checkpointing_to_the_same_gradie
         torch.testing.assert_close(a, b)
 
 
+def test_checkpoint_recomputation_does_not_record_adapter_energy_again():
+    """The energies in the loss come from the first pass; a recomputed block must not replace them
+    (the replacement would keep that block's recomputed graph alive until the step ends)."""
+    model, marker = _toy_model(), training.MarkedRow()
+    adapters = _adapters(model, marker)
+    adapters.video_tokens = 4
+    capture = training.ConceptMaskCapture(0.1, marker)
+    blocks = {str(i): b for i, b in enumerate(model)}
+    x = torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(6))
+    norms = [b.norm for b in model]
+    with training.cloned_inputs(norms), training.wrapped_blocks(blocks, capture, marker, True):
+        adapters.attach()
+        try:
+            marker.row = 1
+            out = model(x.clone())
+            first = dict(adapters.energy)
+            assert set(first) == {"0.proj", "1.proj"}
+            (out.pow(2).mean() + sum(e.sum() for e in first.values())).backward()
+        finally:
+            adapters.detach()
+            marker.row = None
+    assert all(adapters.energy[name] is energy for name, energy in first.items())
+    assert not marker.recomputing
+    assert all(p.grad is not None for p in adapters.parameters())
+
+
 def test_predict_grouped_batches_equal_signatures_and_marks_the_concept_row():
     marker, seen = training.MarkedRow(), []
 
