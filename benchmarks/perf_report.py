@@ -49,9 +49,10 @@ def machine_line(machine: dict) -> str:
 
 def refusal_table(runs: dict) -> list[str]:
     rows = [
-        "| Model | One forward pass | Direction maths (sites) | Share of a pass (goal < 1 %) "
+        "| Model | One forward pass | Direction maths (sites) | Share of that pass "
+        "| Share at generation size (FLOP-scaled; goal < 1 %) "
         "| Estimate | x pass | Apply (layers) | x pass | Vector + patch memory |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     notes = []
     for run in runs.values():
@@ -64,7 +65,9 @@ def refusal_table(runs: dict) -> list[str]:
         star = "*" if "probe_run" in r else ""
         rows.append(
             f"| {run['model']} | {seconds(f['seconds'])} ({how}) | {seconds(e['direction_maths_s'])} "
-            f"({e['sites']}) | {percent(ratios['direction_maths'])} {verdict(r['goal']['pass'])} "
+            f"({e['sites']}) | {percent(ratios['direction_maths'])} "
+            f"| {percent(r['generation_size']['direction_maths_share_flop_scaled'])} "
+            f"{verdict(r['goal']['pass'])} "
             f"| {seconds(estimate)}{star} | {ratios['estimate']:.3g} | {seconds(a['seconds'])} "
             f"({a['layers']}) | {ratios['apply']:.3g} | {e['vector_mb']:.2f} + {a['patch_mb']:.2f} MB |"
         )
@@ -74,13 +77,13 @@ def refusal_table(runs: dict) -> list[str]:
                 f"{seconds(f['extrapolated_from_one_block_s'])} for the pass measured at "
                 f"{seconds(f['seconds'])}."
             )
-        if "generation_size" in r:
-            gsize = r["generation_size"]
-            notes.append(
-                f"{run['model']}: a pass at {gsize['video']} does {gsize['flops_multiple']:.0f}x the work "
-                f"(FLOPs) of the measured clip; scaled by that, the direction maths would be "
-                f"{percent(gsize['direction_maths_share_flop_scaled'])} of it (an estimate, not measured)."
-            )
+        gsize = r["generation_size"]
+        notes.append(
+            f"{run['model']}: a pass at {gsize['video']} does {gsize['flops_multiple']:.0f}x the work "
+            f"(FLOPs) of the measured clip; the goal (stated at real shapes) is judged on the direction "
+            f"maths' share of that pass, {percent(gsize['direction_maths_share_flop_scaled'])} "
+            "(an estimate, not measured; the measured clip's share is an upper bound)."
+        )
         if "probe_run" in r:
             p = r["probe_run"]
             notes.append(

@@ -36,14 +36,16 @@ PICTURE_NAME = "toy_world_demo.png"
 
 
 def write_tiny_models(base: Path) -> None:
-    """Write the tests' tiny real-architecture models (for trying workflows 1-4 in the web UI)."""
+    """Write the tests' tiny real-architecture models and tiny Wan 2.1 VAE (for trying workflows 1-4
+    in the web UI: pick them in the loaders)."""
     sys.path.insert(0, str(COMFYUI_DIR))
     from comfy.cli_args import args
 
     args.cpu = True
-    from fixtures import tiny_models
+    from fixtures import tiny_models, tiny_vae
 
     tiny_models.write_all(base / "models")
+    tiny_vae.write(base / "models" / "vae")
 
 
 def titles(workflow: dict) -> dict[str, str]:

@@ -52,7 +52,9 @@ def check_refusal(name: str, r: dict) -> None:
     assert a["layers"] > 0 and positive(a["seconds"]) and positive(a["patch_mb"]), name
     assert positive(e["vector_mb"]), name
     assert all(positive(v) for v in r["ratios"].values()), name
-    assert isinstance(r["goal"]["pass"], bool), name
+    share = r["generation_size"]["direction_maths_share_flop_scaled"]
+    assert r["generation_size"]["flops_multiple"] >= 1 and share <= r["ratios"]["direction_maths"], name
+    assert r["goal"]["pass"] == (share < 0.01), name  # judged at generation size, as the goal is stated
     params = r["parameters"]
     if name == "tiny":
         assert params["instantiated"] == params["architecture"]

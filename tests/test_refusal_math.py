@@ -91,6 +91,39 @@ def test_contrastive_direction_recovers_a_planted_concept_and_suppresses_held_ou
     assert relative_output_change(weight, None, q, 1.0, neutral) <= 0.02
 
 
+@pytest.mark.parametrize("width", [256, 5120])  # the tiny models' width, Wan 14B's
+def test_default_edit_meets_both_criteria_at_real_width_but_not_at_the_tiny_width(width):
+    """Why the tiny models cannot show suppression <= 0.2 and neutral change <= 2 % together (the strict
+    xfail in test_refusal_nodes.py): even with context-free words, a neutral token's share along any
+    one direction is about 1/sqrt(width). At the defaults (rank 4, alpha 10) with 16 neutral prompts of
+    7 words: width 256 changes neutral outputs by ~5 %, width 5120 by ~1.2 %; both suppress held-out
+    pairs (ratio ~0.01-0.07)."""
+    gen = torch.Generator().manual_seed(0)
+    vocab = torch.randn(400, width, generator=gen) + 0.5 * torch.randn(width, generator=gen)
+    nude, clothed = vocab[0], vocab[1]
+
+    def words(n: int) -> torch.Tensor:
+        return vocab[torch.randint(2, len(vocab), (n,), generator=gen)]
+
+    neutral = torch.cat([words(7) for _ in range(16)])
+    ref = neutral.mean(0)
+
+    def pair_diffs(count: int) -> torch.Tensor:
+        out = []
+        for _ in range(count):
+            context = words(6)
+            unsafe = pool_tokens(torch.cat([context, nude[None]]), ref)
+            out.append(unsafe - pool_tokens(torch.cat([context, clothed[None]]), ref))
+        return torch.stack(out)
+
+    q = contrastive_direction(pair_diffs(5), neutral, rank=4, alpha=10.0).direction[:, None]
+    weight = torch.randn(width, width, generator=gen) / width**0.5
+    held = pair_diffs(4)
+    assert pair_distance_ratio(weight, q, 1.0, held, torch.zeros_like(held)).max() <= 0.2
+    change = relative_output_change(weight, None, q, 1.0, neutral)
+    assert (change <= 0.02) == (width >= 4096), change
+
+
 def test_contrastive_direction_clamps_rank_and_refuses_identical_pairs():
     gen = torch.Generator().manual_seed(0)
     diffs, neutral = torch.randn(3, 32, generator=gen), torch.randn(20, 32, generator=gen)

@@ -9,8 +9,11 @@ HunyuanVideo (whose own token refiner mixes the text again). And at width 256 an
 carries a concept overlaps ordinary tokens: neutral change 6.4-7.7 % at alpha 10; alpha 1000 brings
 it to 0.4-1.6 % but leaves held-out ratios of 0.6-0.97. So the issue's two criteria together
 (suppression <= 0.2 on held-out prompts, neutral change <= 2 %) are not reachable on these stand-ins;
-that is recorded as a strict expected failure below, and each criterion is shown where its premise
-holds:
+that is recorded as a strict expected failure below. Width alone already rules the pair out: with
+context-free words, a neutral token's share along any one direction is about 1/sqrt(width), so the
+default edit changes neutral outputs by ~5 % at width 256 and ~1.2 % at Wan 14B's 5120
+(test_refusal_math.py::test_default_edit_meets_both_criteria_at_real_width_but_not_at_the_tiny_width).
+Each criterion is shown where its premise holds:
 
 * suppression on held-out prompts (ratio 0.07-0.17) and the velocity moving toward the safe
   prompt (0.40-0.90 of the distance before): with a context-free variant of the tiny umT5 (the same
