@@ -63,8 +63,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-steps", type=int, help="measured steps, after one warm-up step")
     parser.add_argument("--repeats", type=int)
     parser.add_argument("--nudenet-frames", type=int)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: 1 on a CPU, whose times are CPU time; torch's own on CUDA)",
+    )
     args = parser.parse_args(argv)
+    if args.threads is None:
+        args.threads = 1 if args.device == "cpu" else 0
     args.parts = sorted({int(p) for p in args.parts.split(",") if p.strip()})
     if not set(args.parts) <= set(PARTS):
         parser.error(f"--parts takes numbers from {PARTS}")

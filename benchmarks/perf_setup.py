@@ -434,7 +434,7 @@ def model_inputs(model, cond: list, latent: tuple[int, ...]) -> dict[str, torch.
 # GPU: wall time (the host's CPU time says nothing about the GPU's work). Wall times are kept too.
 _CLOCK = {"kind": "wall"}
 CLOCK_NAMES = {
-    "cpu": "this process's CPU time (one torch thread; the shared cores' other load does not count)",
+    "cpu": "this process's CPU time ({threads} torch thread(s); the shared cores' other load does not count)",
     "wall": "wall-clock time",
 }
 
@@ -449,7 +449,7 @@ def now() -> float:
 
 
 def clock_name() -> str:
-    return CLOCK_NAMES[_CLOCK["kind"]]
+    return CLOCK_NAMES[_CLOCK["kind"]].format(threads=torch.get_num_threads())
 
 
 def sync(device: str) -> None:
