@@ -392,7 +392,6 @@ def summarise(result: dict, spec: setup.ModelSpec) -> dict:
         "direction_maths_max": 0.01,
         "judged_on": "direction_maths_share_flop_scaled",
         "pass": share < 0.01,
-        "measured_clip_pass": result["ratios"]["direction_maths"] < 0.01,
     }
     return result
 

@@ -117,12 +117,11 @@ def contrastive_direction(differences: Tensor, neutral: Tensor, rank: int, alpha
     # Everything happens in coordinates of span(R, E): outside it both moments vanish (eigenvalue 0,
     # no part of r), and left in, that null space outranks every real direction once alpha makes them
     # negative. It also keeps the eigen-problem at most M + N wide instead of D.
-    rows = torch.cat([diffs, neutral.float()])
+    rows = torch.cat([diffs, neutral.float()]).double()
     coords, lift = row_space(rows)
     r_in, e_in = coords[: diffs.shape[0]], coords[diffs.shape[0] :]
-    r_scale = r_in.square().sum() / diffs.shape[0]  # tr(R^T R / M)
-    e_scale = (e_in.square().sum() / e_in.shape[0]).clamp_min(torch.finfo(torch.float64).tiny)
-    contrast = r_in.T @ r_in / diffs.shape[0] / r_scale - alpha * (e_in.T @ e_in) / e_in.shape[0] / e_scale
+    c_r, c_e = r_in.T @ r_in, e_in.T @ e_in  # the 1/M and 1/N cancel in the trace normalisation
+    contrast = c_r / c_r.trace() - alpha * c_e / c_e.trace().clamp_min(torch.finfo(torch.float64).tiny)
     k = min(rank, diffs.shape[0])
     _, vectors = torch.linalg.eigh(contrast)
     top = vectors[:, -k:]
@@ -133,7 +132,7 @@ def contrastive_direction(differences: Tensor, neutral: Tensor, rank: int, alpha
             f"the refusal vector has no component in the top-{k} contrastive subspace; "
             f"lower alpha ({alpha}) or raise rank"
         )
-    projected = (rows.double().T @ (lift @ projected_in)).float()
+    projected = (rows.T @ (lift @ projected_in)).float()
     return ConceptDirection(projected / norm, refusal, rank, k, diffs.shape[0])
 
 

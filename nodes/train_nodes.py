@@ -195,7 +195,9 @@ def train_unlearning_lora(
         with torch.no_grad():
             uncond = train_compat.encode_prompts(clip, [""], None, family)[0]
             concepts = train_compat.encode_prompts(clip, concept_prompts, settings.concept, family)
-            preserves = train_compat.encode_prompts(clip, preserve_prompts, None, family)
+            # With beta = 0 the preservation term is zero: its prompts are not encoded nor run at all.
+            keep = preserve_prompts if settings.preservation_weight > 0 else []
+            preserves = train_compat.encode_prompts(clip, keep, None, family)
             if latents is None:
                 samples = _sample_latents(model, concepts, uncond, family, latent_request, settings.seed)
                 check_latents(samples, channels, patch)
@@ -254,8 +256,6 @@ def _train(model, settings: TrainSettings, family, prompt_sets, x0_all, patch, n
     capture.frames = t // patch[0]
     weights = LossWeights(settings.eta, settings.localization_weight, settings.preservation_weight)
     generator = torch.Generator().manual_seed(settings.seed)
-    # With beta = 0 the preservation term is zero: skip its two passes (frozen and student) entirely.
-    preserving = bool(preserves) and settings.preservation_weight > 0
 
     def predict(group, marked):
         return predict_grouped(velocity.forward, group, velocity.signature, marker, marked)
@@ -263,7 +263,7 @@ def _train(model, settings: TrainSettings, family, prompt_sets, x0_all, patch, n
     def step(i: int):
         train_compat.throw_if_cancelled()
         c = ("c", int(torch.randint(len(concepts), (1,), generator=generator)))
-        p = ("p", int(torch.randint(len(preserves), (1,), generator=generator))) if preserving else None
+        p = ("p", int(torch.randint(len(preserves), (1,), generator=generator))) if preserves else None
         x0 = x0_all[int(torch.randint(x0_all.shape[0], (1,), generator=generator))][None]
         noise = torch.randn(x0.shape, generator=generator)
         percent = float(torch.rand((), generator=generator)) * MAX_SIGMA_PERCENT

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch import nn
@@ -163,11 +165,12 @@ def test_adapter_hook_adds_the_same_delta_as_a_merged_lora_weight():
     torch.testing.assert_close(up @ down, (a.alpha / a.rank) * a.up.detach() @ a.down.detach())
 
 
-def _grads(checkpoint: bool) -> list[torch.Tensor]:
+@contextlib.contextmanager
+def _wrapped_toy(checkpoint: bool):
+    """The toy model with its adapters attached and its blocks wrapped as training wraps them;
+    yields (model, marker, adapters, input)."""
     model, marker = _toy_model(), training.MarkedRow()
     adapters = _adapters(model, marker)
-    for a in adapters.adapters.values():
-        a.up.data.normal_(generator=torch.Generator().manual_seed(5))
     capture = training.ConceptMaskCapture(0.1, marker)
     blocks = {str(i): b for i, b in enumerate(model)}
     x = torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(6))
@@ -175,10 +178,17 @@ def _grads(checkpoint: bool) -> list[torch.Tensor]:
     with training.cloned_inputs(norms), training.wrapped_blocks(blocks, capture, marker, checkpoint):
         adapters.attach()
         try:
-            model(x.clone()).pow(2).mean().backward()
+            yield model, marker, adapters, x
         finally:
             adapters.detach()
     assert all("forward" not in b.__dict__ for b in model)  # the wrappers are gone
+
+
+def _grads(checkpoint: bool) -> list[torch.Tensor]:
+    with _wrapped_toy(checkpoint) as (model, _, adapters, x):
+        for a in adapters.adapters.values():
+            a.up.data.normal_(generator=torch.Generator().manual_seed(5))
+        model(x.clone()).pow(2).mean().backward()
     return [p.grad.clone() for p in adapters.parameters()]
 
 
@@ -196,24 +206,14 @@ def test_in_place_blocks_train_with_and_without_checkpointing_to_the_same_gradie
 def test_checkpoint_recomputation_does_not_record_adapter_energy_again():
     """The energies in the loss come from the first pass; a recomputed block must not replace them
     (the replacement would keep that block's recomputed graph alive until the step ends)."""
-    model, marker = _toy_model(), training.MarkedRow()
-    adapters = _adapters(model, marker)
-    adapters.video_tokens = 4
-    capture = training.ConceptMaskCapture(0.1, marker)
-    blocks = {str(i): b for i, b in enumerate(model)}
-    x = torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(6))
-    norms = [b.norm for b in model]
-    with training.cloned_inputs(norms), training.wrapped_blocks(blocks, capture, marker, True):
-        adapters.attach()
-        try:
-            marker.row = 1
-            out = model(x.clone())
-            first = dict(adapters.energy)
-            assert set(first) == {"0.proj", "1.proj"}
-            (out.pow(2).mean() + sum(e.sum() for e in first.values())).backward()
-        finally:
-            adapters.detach()
-            marker.row = None
+    with _wrapped_toy(checkpoint=True) as (model, marker, adapters, x):
+        adapters.video_tokens = 4
+        marker.row = 1
+        out = model(x.clone())
+        first = dict(adapters.energy)
+        assert set(first) == {"0.proj", "1.proj"}
+        (out.pow(2).mean() + sum(e.sum() for e in first.values())).backward()
+        marker.row = None
     assert all(adapters.energy[name] is energy for name, energy in first.items())
     assert not marker.recomputing
     assert all(p.grad is not None for p in adapters.parameters())
