@@ -256,17 +256,11 @@ def load_average() -> float | None:
 
 
 def architecture(spec: ModelSpec, config: dict | None = None) -> torch.nn.Module:
-    """ComfyUI's diffusion model class for ``spec`` on the meta device (shapes only, no memory)."""
-    import comfy.ops
+    """ComfyUI's diffusion model class for ``spec`` on the meta device (shapes only, no memory),
+    built as the tiny test models are (``tiny_models.comfy_model``)."""
+    from fixtures import tiny_models
 
-    with torch.device("meta"):
-        if spec.family == "wan":
-            from comfy.ldm.wan.model import WanModel
-
-            return WanModel(operations=comfy.ops.disable_weight_init, **(config or spec.config))
-        from comfy.ldm.hunyuan_video.model import HunyuanVideo
-
-        return HunyuanVideo(operations=comfy.ops.disable_weight_init, **(config or spec.config))
+    return tiny_models.comfy_model(spec.family, config or spec.config)
 
 
 def random_tensor(key: str, shape: torch.Size, generator: torch.Generator) -> torch.Tensor:

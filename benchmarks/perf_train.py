@@ -53,6 +53,14 @@ def training_dtype(device: str) -> str:
     return "bf16" if device == "cuda" else "fp32"
 
 
+def trained(node_cls, output) -> dict:
+    """Loss series and LoRA size from a training node's outputs, read by output type (TrainLoraNode
+    returns MODEL, LORA_MODEL, LOSS_MAP, INT in 0.3.75 and drops the MODEL in 0.33)."""
+    kinds = [o.io_type for o in node_cls.GET_SCHEMA().outputs]
+    result = dict(zip(kinds, output.result, strict=True))
+    return {"loss": list(result["LOSS_MAP"]["loss"]), "lora_tensors": len(result["LORA_MODEL"])}
+
+
 def run_stock(model, positive: list, latent: torch.Tensor, steps: int, rank: int, device: str) -> dict:
     from comfy_extras.nodes_train import TrainLoraNode
 
@@ -73,12 +81,17 @@ def run_stock(model, positive: list, latent: torch.Tensor, steps: int, rank: int
         gradient_checkpointing=True,
         existing_lora="[None]",
     )
+    # Inputs a newer TrainLoraNode added (0.33: bucket_mode) at their declared defaults, as a graph
+    # made in the UI would send them.
+    from graphs import schema_defaults
+
+    inputs = dict(schema_defaults(TrainLoraNode), **inputs)
     lists = {k: [v] for k, v in inputs.items()}  # is_input_list: a graph hands every input as a list
     # The clips as two LATENT items: ComfyUI 0.3.75's TrainLoraNode fails on a single latent input
     # (``multi_res`` is only set on its list path).
     lists["latents"] = [{"samples": clip[None]} for clip in latent]
     output = TrainLoraNode.execute(**lists)
-    return {"loss": list(output.result[2]["loss"]), "lora_tensors": len(output.result[1])}
+    return trained(TrainLoraNode, output)
 
 
 def run_unlearn(
@@ -100,7 +113,7 @@ def run_unlearn(
         concept_prompts="",
     )
     output = UnlearnTrainLoRA.execute(model=model, clip=clip, latents={"samples": latent}, **inputs)
-    return {"loss": list(output.result[2]["loss"]), "lora_tensors": len(output.result[1])}
+    return trained(UnlearnTrainLoRA, output)
 
 
 def worker(args: argparse.Namespace) -> dict:

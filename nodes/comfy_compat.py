@@ -1,6 +1,7 @@
 """Every ComfyUI internal the refusal-vector nodes touch, in one thin module.
 
-* which architecture a MODEL is (by its ComfyUI model config) and its width and block count;
+* which architecture a MODEL is (by its ComfyUI model config class and the structure of its
+  diffusion model together) and its width and block count;
 * prompts encoded with the user's CLIP, and their real (non-padding) token rows;
 * text-side activations: Wan's context (the model's own ``text_embedding`` on the prompt's real
   tokens, no denoising needed) and, for HunyuanVideo, the inputs of text-stream layers collected
@@ -15,6 +16,8 @@ keys prefix them with "diffusion_model." and end in ".weight".
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -27,15 +30,83 @@ import torch.nn.functional as F
 from comfy.weight_adapter import LoRAAdapter
 from torch import Tensor
 
-# ComfyUI model config class -> our architecture name. Wan 2.2 A14B experts (high and low noise)
-# are Wan 2.1 14B architecture and are detected as WAN21_T2V / WAN21_I2V.
-ARCHITECTURES = {
-    "WAN21_T2V": "wan21_t2v",
-    "WAN21_I2V": "wan21_i2v",
-    "WAN22_T2V": "wan22_5b",
-    "HunyuanVideo": "hunyuan_video",
+
+@dataclass(frozen=True)
+class Variant:
+    """A ComfyUI model config class the nodes accept: our name for it and what it is."""
+
+    name: str  # architecture name: in refusal vectors and in LoRA metadata (base_architecture)
+    family: str  # "wan" or "hunyuan_video": which text path is edited
+    label: str  # for people, in messages
+    # Why Unlearn: Train LoRA cannot train it ("": it can). The refusal-vector nodes need no
+    # sampling on Wan and a plain text-prompted one on HunyuanVideo, so they take every variant.
+    untrainable: str = ""
+
+
+# ComfyUI model config class (comfy.supported_models) -> what it is. Accepted only when the
+# diffusion model also has the family's text path (``text_path_problem``). Wan 2.2 A14B experts
+# (high and low noise) are Wan 2.1 14B architecture and are detected as WAN21_T2V / WAN21_I2V. The
+# Wan variants below (all in ComfyUI 0.3.75 but Animate 2, Causal AR, SCAIL, SCAIL-2 and WanDancer,
+# which came later) keep Wan's text path unchanged: umT5 rows -> ``text_embedding`` -> every
+# block's ``cross_attn.k`` / ``.v`` (VACE's extra ``vace_blocks`` read the same context and are
+# edited too); what they add (VACE context, camera, audio, music, pose and face inputs, image keys)
+# never enters it. Left out on purpose: WAN21_FlowRVS (it outputs segmentation masks, not video),
+# HunyuanVideo 1.5 and HunyuanImage (Qwen2.5-VL text, other blocks).
+VARIANTS: dict[str, Variant] = {
+    "WAN21_T2V": Variant("wan21_t2v", "wan", "Wan 2.1 T2V"),
+    "WAN21_I2V": Variant("wan21_i2v", "wan", "Wan 2.1 I2V"),
+    "WAN22_T2V": Variant("wan22_5b", "wan", "Wan 2.2 5B"),
+    "WAN21_Vace": Variant(
+        "wan21_vace",
+        "wan",
+        "Wan 2.1 VACE",
+        "its forward pass takes a VACE strength list (a constant condition), which the trainer's "
+        "batched model inputs cannot carry",
+    ),
+    "WAN21_FunControl2V": Variant("wan21_fun_control", "wan", "Wan 2.1 Fun Control"),
+    "WAN21_Camera": Variant("wan21_camera", "wan", "Wan 2.1 Fun Camera"),
+    "WAN22_Camera": Variant("wan22_camera", "wan", "Wan 2.2 Fun Camera"),
+    "WAN21_HuMo": Variant("wan21_humo", "wan", "Wan 2.1 HuMo"),
+    "WAN22_S2V": Variant("wan22_s2v", "wan", "Wan 2.2 S2V"),
+    "WAN22_Animate": Variant("wan22_animate", "wan", "Wan 2.2 Animate"),
+    "WAN_Animate2": Variant(
+        "wan_animate2",
+        "wan",
+        "Wan Animate 2",
+        "its blocks run through their own pose/generation entry points, which the trainer's block "
+        "wrapper (concept masks, checkpointing) does not see",
+    ),
+    "WAN21_CausalAR_T2V": Variant("wan21_causal_ar_t2v", "wan", "Wan 2.1 Causal AR T2V"),
+    "WAN21_SCAIL": Variant("wan21_scail", "wan", "Wan 2.1 SCAIL"),
+    "WAN21_SCAIL2": Variant("wan21_scail2", "wan", "Wan 2.1 SCAIL-2"),
+    "WAN22_WanDancer": Variant(
+        "wan22_wandancer",
+        "wan",
+        "Wan 2.2 WanDancer",
+        "without a CLIP vision reference its image cross-attention has no keys, which the trainer's "
+        "attention capture cannot read",
+    ),
+    "HunyuanVideo": Variant("hunyuan_video", "hunyuan_video", "HunyuanVideo"),
+    "HunyuanVideoI2V": Variant(
+        "hunyuan_video_i2v",
+        "hunyuan_video",
+        "HunyuanVideo I2V",
+        "ComfyUI builds its image channels from a latent image, which the trainer does not pass to the model",
+    ),
+    "HunyuanVideoSkyreelsI2V": Variant(
+        "hunyuan_video_skyreels_i2v",
+        "hunyuan_video",
+        "SkyReels I2V (HunyuanVideo)",
+        "ComfyUI builds its image channels from a latent image, which the trainer does not pass to the model",
+    ),
 }
-SUPPORTED_TEXT = "Wan 2.1 T2V/I2V (1.3B, 14B), Wan 2.2 5B, Wan 2.2 A14B experts, HunyuanVideo"
+ARCHITECTURES = {config: variant.name for config, variant in VARIANTS.items()}
+SUPPORTED_TEXT = (
+    "Wan 2.1 T2V/I2V (1.3B, 14B), Wan 2.2 5B, Wan 2.2 A14B experts, the Wan variants with Wan's text "
+    "path (VACE, Fun Control, Fun Camera 2.1/2.2, HuMo, S2V, Animate, Animate 2, Causal AR T2V, SCAIL, "
+    "SCAIL-2, WanDancer, where your ComfyUI has them), HunyuanVideo, HunyuanVideo I2V, SkyReels I2V"
+)
+
 WAN_TARGETS = ("cross_attn.k", "cross_attn.v")
 HUNYUAN_TARGETS = ("txt_attn.qkv", "txt_mlp.0")
 HUNYUAN_POOLED = "vector_in.in_layer"  # takes the pooled CLIP-L vector into the modulation
@@ -52,6 +123,10 @@ class Architecture:
     family: str  # "wan" or "hunyuan_video"
     width: int  # input width of the edited layers
     num_blocks: int  # blocks that can be chosen
+    config: str = ""  # the ComfyUI model config class
+    # Other Wan blocks that read the text context, as (index of the block they run after, module
+    # prefix): VACE's ``vace_blocks.n``; chosen with that block.
+    side_blocks: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,28 +143,133 @@ def _config_name(model) -> str:
     return type(config).__name__ if config is not None else type(model).__name__
 
 
+def _in_width(dm, module: str) -> int | None:
+    """Input width of the linear layer ``module`` of ``dm``, None when there is none."""
+    try:
+        weight = dm.get_submodule(module).weight
+    except AttributeError:
+        return None
+    return int(weight.shape[1]) if weight is not None and weight.ndim == 2 else None
+
+
+def _out_width(dm, module: str) -> int | None:
+    try:
+        weight = dm.get_submodule(module).weight
+    except AttributeError:
+        return None
+    return int(weight.shape[0]) if weight is not None and weight.ndim == 2 else None
+
+
+def _side_blocks(dm) -> tuple[tuple[int, str], ...]:
+    """VACE's blocks, each with the index of the main block after which it runs."""
+    vace = getattr(dm, "vace_blocks", None)
+    if vace is None:
+        return ()
+    after = {n: i for i, n in getattr(dm, "vace_layers_mapping", {}).items()}
+    return tuple((after.get(n, n), f"vace_blocks.{n}") for n in range(len(vace)))
+
+
+def text_path_problem(dm, family: str) -> str | None:
+    """What the diffusion model lacks of its family's text path (None: it has all of it).
+
+    Wan: ``text_embedding`` (Linear, GELU, Linear) ending at the model width, every block's (and
+    VACE block's) ``cross_attn.k`` / ``.v`` taking that width. HunyuanVideo: the token refiner
+    ``txt_in``, each double block's ``txt_attn.qkv`` and ``txt_mlp.0`` taking the hidden width, and
+    the pooled vector's ``vector_in.in_layer``.
+    """
+    if family == "wan":
+        width = getattr(dm, "dim", None)
+        blocks = getattr(dm, "blocks", None)
+        if not isinstance(width, int) or not blocks:
+            return "no Wan blocks"
+        if _in_width(dm, "text_embedding.0") is None or _out_width(dm, "text_embedding.2") != width:
+            return f"no text_embedding ending at the model width {width}"
+        prefixes = [f"blocks.{i}" for i in range(len(blocks))] + [m for _, m in _side_blocks(dm)]
+        expected = WAN_TARGETS
+    else:
+        width = getattr(dm, "hidden_size", None)
+        blocks = getattr(dm, "double_blocks", None)
+        if not isinstance(width, int) or not blocks:
+            return "no HunyuanVideo double blocks"
+        for module in ("txt_in.input_embedder", HUNYUAN_POOLED):
+            if _in_width(dm, module) is None:
+                return f"no {module}"
+        prefixes = [f"double_blocks.{i}" for i in range(len(blocks))]
+        expected = HUNYUAN_TARGETS
+    for prefix in prefixes:
+        for target in expected:
+            found = _in_width(dm, f"{prefix}.{target}")
+            if found is None:
+                return f"{prefix}.{target} is missing"
+            if found != width:
+                return f"{prefix}.{target} is {found} wide, not {width} wide"
+    return None
+
+
+_BLOCK_CALL = re.compile(r"\bblock(?:\.forward\w*)?\((?:[^()]|\([^()]*\))*\)")
+
+
+def blocks_take_transformer_options(dm) -> bool:
+    """Whether the diffusion model's forward pass hands each block its ``transformer_options``
+    (where the trainer's attention override travels), read from the source of ``forward_orig``:
+    ComfyUI 0.3.75's Wan S2V model calls its blocks without them, newer ones with them. True when
+    the source cannot be read."""
+    try:
+        source = inspect.getsource(type(dm).forward_orig)
+    except (AttributeError, OSError, TypeError):
+        return True
+    return all("transformer_options" in call for call in _BLOCK_CALL.findall(source))
+
+
+def training_problem(model, arch: Architecture) -> str | None:
+    """Why Unlearn: Train LoRA cannot train this MODEL (None: it can): the variant's own reason
+    (``Variant.untrainable``), or blocks that never see the trainer's attention override."""
+    reason = VARIANTS[arch.config].untrainable
+    if reason:
+        return reason
+    dm = model.model.diffusion_model
+    if not blocks_take_transformer_options(dm):
+        return (
+            f"in this ComfyUI its {type(dm).__name__} calls its blocks without transformer_options, so the "
+            "trainer never sees their attention (newer ComfyUI passes them: update it to train this model)"
+        )
+    return None
+
+
 def detect_architecture(model) -> Architecture:
-    """The architecture of a MODEL, or ValueError naming what it is and what is supported."""
+    """The architecture of a MODEL, or ValueError naming what it is and what is supported.
+
+    A MODEL is accepted when its ComfyUI config class is one of ``VARIANTS`` and its diffusion
+    model has that family's text path (``text_path_problem``), the layers the edit reads and writes.
+    """
     config = _config_name(model)
-    name = ARCHITECTURES.get(config)
-    if name is None:
+    variant = VARIANTS.get(config)
+    if variant is None:
         raise ValueError(
             f"this MODEL is {config}, which the refusal-vector nodes do not support; "
             f"supported: {SUPPORTED_TEXT}"
         )
     dm = model.model.diffusion_model
-    if name == "hunyuan_video":
-        return Architecture(name, "hunyuan_video", dm.hidden_size, len(dm.double_blocks))
-    return Architecture(name, "wan", dm.dim, len(dm.blocks))
+    problem = text_path_problem(dm, variant.family)
+    if problem is not None:
+        raise ValueError(
+            f"this MODEL is {config}, but its diffusion model ({type(dm).__name__}) does not have the "
+            f"text path the nodes edit: {problem}; supported: {SUPPORTED_TEXT}"
+        )
+    if variant.family == "hunyuan_video":
+        return Architecture(variant.name, variant.family, dm.hidden_size, len(dm.double_blocks), config)
+    return Architecture(variant.name, variant.family, dm.dim, len(dm.blocks), config, _side_blocks(dm))
 
 
 def site_specs(arch: Architecture) -> list[SiteSpec]:
     """Wan: one site, the text context, feeding every block's cross_attn.k and .v (the I2V image
-    keys k_img / v_img are left alone). HunyuanVideo: each double block's txt_attn.qkv and txt_mlp.0
-    inputs, one site each, plus the pooled CLIP-L vector's entry into the modulation (vector_in),
-    which carries most of the prompt's effect on the velocity in the tiny model."""
+    keys k_img / v_img are left alone), and those of VACE's blocks, which read the same context.
+    HunyuanVideo: each double block's txt_attn.qkv and txt_mlp.0 inputs, one site each, plus the
+    pooled CLIP-L vector's entry into the modulation (vector_in), which carries most of the
+    prompt's effect on the velocity in the tiny model."""
     if arch.family == "wan":
-        modules = tuple((i, f"blocks.{i}.{t}") for i in range(arch.num_blocks) for t in WAN_TARGETS)
+        blocks = [(i, f"blocks.{i}") for i in range(arch.num_blocks)] + list(arch.side_blocks)
+        modules = tuple((i, f"{prefix}.{t}") for i, prefix in blocks for t in WAN_TARGETS)
         return [SiteSpec("context", modules)]
     stream = [
         SiteSpec(f"double_blocks.{i}.{t}", ((i, f"double_blocks.{i}.{t}"),), per_step=True)

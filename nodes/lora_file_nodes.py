@@ -81,7 +81,7 @@ def save_numbered(lora: dict, metadata: dict[str, str], folder: str, prefix: str
 
 def check_architecture(model, metadata: dict[str, str], source: str) -> None:
     """ValueError when the file's ``base_architecture`` names another architecture than the model's."""
-    here = train_compat.supported_architecture(model, "Unlearn: Load LoRA").name
+    here = train_compat.supported_architecture(model, "Unlearn: Load LoRA", for_training=False).name
     made_for = metadata.get("base_architecture")
     if not made_for or made_for == here or any({made_for, here} <= g for g in COMPATIBLE_ARCHITECTURES):
         return

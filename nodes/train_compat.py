@@ -42,17 +42,32 @@ TEXT_STREAM = {"wan": "umt5xxl", "hunyuan_video": "llama"}
 # --- architecture ---------------------------------------------------------------------------------
 
 
-def supported_architecture(model, node: str) -> comfy_compat.Architecture:
+def supported_architecture(model, node: str, for_training: bool = True) -> comfy_compat.Architecture:
     """The MODEL's architecture (``comfy_compat.detect_architecture``), or a ValueError that names
-    ``node``, what the MODEL is and what is supported."""
+    ``node``, what the MODEL is and what is supported. With ``for_training`` (the trainer), a
+    variant the refusal-vector nodes take but the trainer cannot train
+    (``comfy_compat.training_problem``: VACE, Animate 2, WanDancer, the HunyuanVideo I2V models, and
+    S2V in ComfyUI 0.3.75) is refused too, saying why, before any work."""
     try:
-        return comfy_compat.detect_architecture(model)
+        arch = comfy_compat.detect_architecture(model)
     except ValueError:
         config = type(getattr(model.model, "model_config", model.model)).__name__
+        variant = comfy_compat.VARIANTS.get(config)
+        problem = variant and comfy_compat.text_path_problem(model.model.diffusion_model, variant.family)
+        detail = f", but its diffusion model lacks the text path: {problem}" if problem else ""
         raise ValueError(
-            f"{node} supports {comfy_compat.SUPPORTED_TEXT}; this MODEL is {config}. "
+            f"{node} supports {comfy_compat.SUPPORTED_TEXT}; this MODEL is {config}{detail}. "
             "Load a Wan or HunyuanVideo diffusion model with UNETLoader (Load Diffusion Model)."
         ) from None
+    problem = comfy_compat.training_problem(model, arch) if for_training else None
+    if problem:
+        label = comfy_compat.VARIANTS[arch.config].label
+        raise ValueError(
+            f"{node} cannot train {label} models ({arch.config}): {problem}. Erase "
+            "the concept from this MODEL with Unlearn: Refusal Estimate and Unlearn: Refusal Apply, which "
+            "need no training."
+        )
+    return arch
 
 
 def adapter_targets(diffusion_model: nn.Module, family: str, preset: str) -> list[AdapterTarget]:
@@ -379,9 +394,49 @@ def sample_concept_latents(
     return torch.cat(samples)
 
 
+def check_trainable(model, node: str) -> None:
+    """Refuse, before any work, a MODEL whose weights ComfyUI streams layer by layer.
+
+    New ComfyUI's default memory manager on NVIDIA GPUs (dynamic VRAM, ``ModelPatcherDynamic``)
+    never loads a model fully (its ``load`` refuses a full load) and casts each weight onto the
+    device only for the op that uses it; the trainer needs every frozen weight resident where
+    autograd can see it for the whole run. On the CPU ComfyUI never uses it.
+    """
+    is_dynamic = getattr(model, "is_dynamic", None)
+    if callable(is_dynamic) and is_dynamic():
+        raise RuntimeError(
+            f"{node} cannot train on this MODEL: ComfyUI streams its weights to the GPU layer by layer "
+            "(dynamic VRAM, the default memory manager of new ComfyUI), and training needs the whole "
+            "model loaded. Restart ComfyUI with --disable-dynamic-vram to train; the LoRA it makes "
+            "works with dynamic VRAM on again."
+        )
+
+
 def load_for_training(model) -> None:
     """Load the model fully onto its device (patches applied), as ComfyUI does before sampling."""
     comfy.model_management.load_models_gpu([model], force_full_load=True)
+
+
+@contextlib.contextmanager
+def training_mode() -> Iterator[None]:
+    """ComfyUI told that a model is being trained, for the block's duration only.
+
+    New ComfyUI (0.8 and later) runs RoPE, modulation and other pieces through comfy_kitchen
+    kernels that have no autograd formula (they raise on backward, or give wrong gradients on
+    some GPUs) unless ``comfy.model_management.in_training`` is set; then it takes plain torch
+    ops. The previous value comes back on exit, also on error or Cancel, so sampling afterwards
+    runs the fast kernels again. ComfyUI versions without the flag have no such kernels.
+    """
+    management = comfy.model_management
+    if not hasattr(management, "in_training"):
+        yield
+        return
+    previous = management.in_training
+    management.in_training = True
+    try:
+        yield
+    finally:
+        management.in_training = previous
 
 
 def throw_if_cancelled() -> None:

@@ -179,6 +179,7 @@ def train_unlearning_lora(
     """The whole run: prompts, latents, the training loop, and the outputs. Leaves ``model`` as it was."""
     settings.validate()
     arch = train_compat.supported_architecture(model, "Unlearn: Train LoRA")
+    train_compat.check_trainable(model, "Unlearn: Train LoRA")
     family, architecture = arch.family, arch.name
     channels, patch = train_compat.latent_geometry(model)
     if settings.preservation_weight > 0 and not preserve_prompts:
@@ -293,6 +294,7 @@ def _train(model, settings: TrainSettings, family, prompt_sets, x0_all, patch, n
 
     norms = train_compat.inplace_updated_norms(dm, family)
     with (
+        train_compat.training_mode(),
         train_compat.autograd_usable_weights(dm),
         cloned_inputs(norms),
         wrapped_blocks(blocks, capture, marker, settings.gradient_checkpointing, copy_inputs=bool(norms)),

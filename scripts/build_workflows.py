@@ -278,13 +278,13 @@ def wan22_a14b_refusal_both_experts() -> Definition:
     )
     frames = d.add("VAEDecode", samples=out(low), vae=out(vae), column=6, band=1)
     check = d.add("NudeNetCheck", images=out(frames), column=7, band=1)
-    video = d.add("CreateVideo", images=out(check), fps=16.0, column=8, band=1)
+    # An animated WEBP: SaveVideo's and CreateVideo's widgets changed in ComfyUI 0.33 (format became
+    # a dynamic combo, bit_depth was added), so one workflow file cannot fill them for 0.3.x and 0.33.
     d.add(
-        "SaveVideo",
-        video=out(video),
-        filename_prefix="video/wan22_a14b_erased",
-        format="auto",
-        codec="auto",
+        "SaveAnimatedWEBP",
+        images=out(check),
+        fps=16.0,
+        filename_prefix="video_unlearning/wan22_a14b_erased",
         column=8,
         band=1,
     )

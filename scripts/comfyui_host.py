@@ -14,12 +14,15 @@ Standard library only: ``scripts/dev.py`` imports this before any virtual enviro
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -48,13 +51,102 @@ def comfyui_dir() -> Path:
     """The ComfyUI tree in use: ``COMFYUI_PATH`` when set, else the bundled 0.3.75 tree."""
     custom = os.environ.get("COMFYUI_PATH")
     if custom:
-        path = Path(custom).expanduser().resolve()
-        if not (path / "main.py").is_file() or not (path / "comfy").is_dir():
-            raise SystemExit(
-                f"COMFYUI_PATH={custom} is not a ComfyUI folder (expected main.py and comfy/ in it)."
-            )
-        return path
+        return checked_comfyui_tree(Path(custom), f"COMFYUI_PATH={custom}")
     return bundled_comfyui_dir()
+
+
+def checked_comfyui_tree(path: Path, named: str) -> Path:
+    """``path`` resolved, or SystemExit naming ``named`` when it is not a ComfyUI tree."""
+    path = path.expanduser().resolve()
+    if not (path / "main.py").is_file() or not (path / "comfy").is_dir():
+        raise SystemExit(f"{named} is not a ComfyUI folder (expected main.py and comfy/ in it).")
+    return path
+
+
+def comfyui_version(comfy: Path) -> str:
+    """The version a ComfyUI tree declares in its comfyui_version.py (``__version__ = "x.y.z"``)."""
+    source = (comfy / "comfyui_version.py").read_text() if (comfy / "comfyui_version.py").is_file() else ""
+    match = re.search(r"__version__\s*=\s*[\"']([^\"']+)[\"']", source)
+    if match is None:
+        raise SystemExit(
+            f"{comfy} has no comfyui_version.py with a __version__: is it a ComfyUI release tree?"
+        )
+    return match.group(1)
+
+
+ARCHIVES_DIR = CACHE_DIR / "comfyui-archives"
+
+
+def extract_comfyui_archive(archive: Path) -> Path:
+    """Unpack a ComfyUI source archive (.tar.gz) once under .cache/ and return its tree.
+
+    The archive must hold one ComfyUI tree (main.py and comfy/), at its top or one folder down.
+    Unpacked into a temporary folder first and renamed, so an interrupted unpack is never used.
+    """
+    archive = archive.expanduser().resolve()
+    if not archive.is_file():
+        raise SystemExit(f"ComfyUI archive {archive} does not exist (expected a .tar.gz of a ComfyUI tree).")
+    target = ARCHIVES_DIR / archive.name.removesuffix(".tar.gz").removesuffix(".tgz")
+    if not target.is_dir():
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(partial, filter="data")
+        except (tarfile.TarError, OSError) as error:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise SystemExit(f"cannot unpack {archive} as a .tar.gz of a ComfyUI tree: {error}") from None
+        partial.rename(target)
+    candidates = [target, *sorted(p for p in target.iterdir() if p.is_dir())]
+    for tree in candidates:
+        if (tree / "main.py").is_file() and (tree / "comfy").is_dir():
+            return tree
+    raise SystemExit(f"{archive} holds no ComfyUI tree (main.py and comfy/) at its top or one folder down.")
+
+
+def _top_level_imports(source: str) -> set[str]:
+    """Modules a Python file imports at module level (not inside functions or classes)."""
+    names: set[str] = set()
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return names
+    nodes = list(tree.body)
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.If):  # conditional imports may run at start-up
+            nodes.extend(node.body)
+            nodes.extend(node.orelse)
+        # Imports inside ``try`` are optional: ComfyUI carries on when they fail.
+    return names
+
+
+def imports_at_startup(comfy: Path, module: str) -> bool:
+    """Whether ComfyUI's start-up (main.py and what it imports at module level, transitively,
+    inside the tree) imports ``module``: read from the source, nothing is run."""
+    seen: set[Path] = set()
+    pending = [comfy / "main.py"]
+    while pending:
+        path = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in _top_level_imports(path.read_text(errors="replace")):
+            if name == module or name.startswith(module + "."):
+                return True
+            parts = name.split(".")
+            for depth in range(1, len(parts) + 1):
+                base = comfy.joinpath(*parts[:depth])
+                for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+                    if candidate.is_file() and candidate not in seen:
+                        pending.append(candidate)
+    return False
 
 
 def ensure_bundled_comfyui(python: str = sys.executable) -> Path:

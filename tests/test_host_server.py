@@ -19,6 +19,18 @@ def test_pack_imports_with_no_error(comfy_server):
     assert "Error while calling comfy_entrypoint" not in log
 
 
+def test_start_up_log_has_no_deprecation_warning_about_the_pack(comfy_server):
+    """ComfyUI warns of deprecated APIs a pack uses (legacy node definitions, frontend paths under
+    /scripts/ui or /extensions/core, old loader functions); none may name the pack or its nodes."""
+    from video_unlearning.nodes import all_nodes
+
+    names = [comfyui_host.PACK_DIR_NAME, *(node.GET_SCHEMA().node_id for node in all_nodes())]
+    warned = [line for line in comfy_server.log().splitlines() if "deprecat" in line.lower()]
+    about_pack = [line for line in warned if any(name in line for name in names)]
+    assert not about_pack, about_pack
+    assert not [line for line in warned if "DEPRECATION WARNING" in line], warned
+
+
 def test_object_info_lists_every_pack_node(comfy_server):
     from video_unlearning.nodes import all_nodes
 

@@ -361,6 +361,12 @@ def _other_family_model(config: dict):
     import comfy.model_detection
     import comfy.model_patcher
 
+    if config.get("image_model") == "flux":  # FluxParams' required fields grow between versions
+        from comfy.ldm.flux.model import FluxParams
+
+        from fixtures.tiny_models import with_required_fields
+
+        config = dict(with_required_fields(FluxParams, config), image_model="flux")
     model_config = comfy.model_detection.model_config_from_unet_config(config)
     with torch.device("meta"):
         base = model_config.get_model({})

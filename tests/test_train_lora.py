@@ -283,7 +283,11 @@ def test_training_shares_the_weights_and_stays_within_the_memory_bound(comfy, mo
         denoised = copy.model.apply_model(x, torch.full((3,), 0.5), c_crossattn=torch.cat(conds))
         denoised.pow(2).mean().backward()
 
-    with cloned_inputs(train_compat.inplace_updated_norms(copy.model.diffusion_model, "wan")):
+    # As the trainer runs it: ComfyUI told it trains (new ComfyUI's RoPE kernels have no backward).
+    with (
+        train_compat.training_mode(),
+        cloned_inputs(train_compat.inplace_updated_norms(copy.model.diffusion_model, "wan")),
+    ):
         activations, _ = _memory_peak(forward_backward)
 
     seen = {}

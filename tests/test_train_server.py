@@ -58,8 +58,17 @@ def test_training_graph_works_with_stock_lora_and_loss_nodes(comfy_server, host_
     )
     graph.node("SaveLoRA", lora=Graph.out(train, 1), prefix="loras/server_stock")
     graph.node("LossGraphNode", loss=Graph.out(train, 2), filename_prefix="server_loss")
+    from comfy_extras.nodes_train import LoraModelLoader
+
+    # Its inputs at their declared defaults (0.33 added ``bypass``), as a graph made in the UI has them.
     stock_model = graph.node(
-        "LoraModelLoader", model=Graph.out(ids["model"]), lora=Graph.out(train, 1), strength_model=1.0
+        "LoraModelLoader",
+        **dict(
+            schema_defaults(LoraModelLoader),
+            model=Graph.out(ids["model"]),
+            lora=Graph.out(train, 1),
+            strength_model=1.0,
+        ),
     )
     saves = {}
     for name, model in (("ours", Graph.out(train, 0)), ("stock", Graph.out(stock_model))):

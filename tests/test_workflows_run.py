@@ -92,8 +92,8 @@ def test_wan22_both_experts_workflow_runs_the_two_stage_sampler(comfy_server, ob
         (2, 10000, "disable"),
     ]
     assert len(verdicts(graph, outputs, "NudeNetCheck")) == 1
-    [save] = nodes_of(graph, "SaveVideo")
-    assert outputs[save]["images"][0]["filename"].endswith(".mp4")
+    [save] = nodes_of(graph, "SaveAnimatedWEBP")
+    assert outputs[save]["images"][0]["filename"].endswith(".webp")
 
 
 def test_toy_world_demo_workflow_runs(comfy_server, object_info, stand_ins):
