@@ -143,21 +143,26 @@ def _config_name(model) -> str:
     return type(config).__name__ if config is not None else type(model).__name__
 
 
-def _in_width(dm, module: str) -> int | None:
-    """Input width of the linear layer ``module`` of ``dm``, None when there is none."""
+def _linear_shape(dm, module: str) -> tuple[int, int] | tuple[None, None]:
+    """(output width, input width) of the linear layer ``module`` of ``dm``; (None, None) when
+    there is no such layer."""
     try:
         weight = dm.get_submodule(module).weight
     except AttributeError:
-        return None
-    return int(weight.shape[1]) if weight is not None and weight.ndim == 2 else None
+        return None, None
+    return (
+        (int(weight.shape[0]), int(weight.shape[1]))
+        if weight is not None and weight.ndim == 2
+        else (None, None)
+    )
+
+
+def _in_width(dm, module: str) -> int | None:
+    return _linear_shape(dm, module)[1]
 
 
 def _out_width(dm, module: str) -> int | None:
-    try:
-        weight = dm.get_submodule(module).weight
-    except AttributeError:
-        return None
-    return int(weight.shape[0]) if weight is not None and weight.ndim == 2 else None
+    return _linear_shape(dm, module)[0]
 
 
 def _side_blocks(dm) -> tuple[tuple[int, str], ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from itertools import count
 
 
@@ -78,3 +80,19 @@ def tiny_text_to_video(graph: Graph, spec, prompt: str, *, seed: int = 0, steps:
         "VideoUnlearningTestTinyTextEncoder", clip_name=spec.text_encoder_file, type=spec.family
     )
     return text_to_video(graph, unet, clip, prompt, seed=seed, steps=steps)
+
+
+@contextlib.contextmanager
+def as_comfyui_runs_nodes() -> Iterator[None]:
+    """Inference mode, as ComfyUI runs every node, and one torch thread: the tiny models are too
+    small to gain from more, and a second thread waiting on a busy core made each op 30 times
+    slower on the 2-core test machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        torch.set_num_threads(threads)

@@ -23,6 +23,7 @@ import json
 import pytest
 import torch
 
+import graphs
 from fixtures import tiny_models
 from fixtures.tiny_models import TINY_MODELS, VARIANT_MODELS, TinyModel
 
@@ -144,14 +145,8 @@ TRAIN_SETTINGS = dict(
 
 @pytest.fixture(autouse=True)
 def as_comfyui_runs_nodes():
-    """Nodes run under inference mode in ComfyUI; one thread for these tiny ops on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        torch.set_num_threads(threads)
+    with graphs.as_comfyui_runs_nodes():
+        yield
 
 
 def comfyui_version() -> str:

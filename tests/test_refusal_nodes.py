@@ -31,6 +31,7 @@ import pytest
 import safetensors.torch
 import torch
 
+import graphs
 from fixtures.tiny_models import TINY_MODELS
 
 WAN = sorted(n for n, s in TINY_MODELS.items() if s.family == "wan")
@@ -131,15 +132,8 @@ def assert_velocity_moves_toward_safe(model, patched, clip, name: str) -> None:
 
 @pytest.fixture(autouse=True)
 def as_comfyui_runs_nodes():
-    """Nodes run under inference mode in ComfyUI. One thread: these models are too small to gain
-    from more, and a second thread waiting on a busy core made each op 30 times slower here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        torch.set_num_threads(threads)
+    with graphs.as_comfyui_runs_nodes():
+        yield
 
 
 @pytest.fixture(scope="module")
