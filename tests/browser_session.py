@@ -21,6 +21,10 @@ SETTINGS = {
     "LiteGraph.Canvas.MinFontSizeForLOD": 0,
     "LiteGraph.Canvas.LowQualityRenderingZoomThreshold": 0.1,
     "Comfy.Workflow.ShowMissingModelsWarning": False,
+    # The test host lacks the example workflows' model files (their names are ComfyUI's examples'):
+    # Nodes 2.0 (frontend 1.49.6) would put an "Error" tab under each node that names one, making it
+    # taller than on a machine that has the files.
+    "Comfy.RightSidePanel.ShowErrorsTab": False,
 }
 # Set before the app's scripts run: the "Nodes 2.0" banner stays dismissed.
 BEFORE_PAGE_SCRIPT = "try { localStorage.setItem('vueNodesBannerDismissed', 'true'); } catch (e) {}"

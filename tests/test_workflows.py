@@ -4,6 +4,8 @@ come with the thumbnails the template browser shows."""
 from __future__ import annotations
 
 import json
+import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -43,10 +45,28 @@ def test_every_shipped_workflow_has_a_definition():
     assert build_workflows.DEMO_WORKFLOW in build_workflows.WORKFLOWS
 
 
+def _without_new_unlinked_outputs(built: dict, shipped: dict) -> dict:
+    """``built`` with each node's trailing outputs that have no links and that the shipped file's
+    node lacks dropped: a newer ComfyUI may give a node more outputs (0.33's SaveImage and
+    SaveAnimatedWEBP return their images), and the frontend adds unlinked output slots from the
+    node's definition when it loads a file, so they are no difference to a user."""
+    shipped_nodes = {node["id"]: node for node in shipped["nodes"]}
+    nodes = []
+    for node in built["nodes"]:
+        outputs = list(node.get("outputs", []))
+        kept = len(shipped_nodes.get(node["id"], {}).get("outputs", outputs))
+        while len(outputs) > kept and not outputs[-1].get("links"):
+            outputs.pop()
+        nodes.append(dict(node, outputs=outputs) if "outputs" in node else node)
+    return dict(built, nodes=nodes)
+
+
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.stem)
 def test_workflow_file_is_current_with_the_node_schemas(path, object_info):
-    """The committed file equals what build_workflows writes now (rerun it after a schema change)."""
-    assert json.loads(path.read_text()) == build_workflows.build(object_info)[path.stem]
+    """The committed file equals what build_workflows writes now from the live /object_info (rerun
+    it against the bundled ComfyUI after a schema change)."""
+    shipped = json.loads(path.read_text())
+    assert shipped == _without_new_unlinked_outputs(build_workflows.build(object_info)[path.stem], shipped)
 
 
 def _accepts(declared, link_type: str) -> bool:
@@ -134,9 +154,69 @@ def test_template_browser_gets_the_workflow_and_its_thumbnail(path, comfy_server
     base = f"{comfy_server.url}/api/workflow_templates/video_unlearning/{path.stem}"
     with urllib.request.urlopen(base + ".json", timeout=30) as response:
         assert json.loads(response.read()) == json.loads(path.read_text())
-    with urllib.request.urlopen(base + ".jpg", timeout=30) as response:
-        assert response.headers["Content-Type"] == "image/jpeg"
-        assert response.read() == thumbnail.read_bytes()
+    # The URL the frontend asks (ComfyUI's own folder route up to 0.33.0, the pack's after), and
+    # the one without /api (no ComfyUI serves that one itself: the pack's route answers there).
+    for url in (base + ".jpg", base.replace("/api/", "/", 1) + ".jpg"):
+        with urllib.request.urlopen(url, timeout=30) as response:
+            assert response.headers["Content-Type"] == "image/jpeg", url
+            assert response.read() == thumbnail.read_bytes(), url
+
+
+def test_thumbnail_route_serves_only_shipped_thumbnails(comfy_server):
+    base = f"{comfy_server.url}/workflow_templates/video_unlearning"
+    for name in ("no_such_workflow.jpg", "..%2Fpyproject.jpg", "screenshots%2Floss_chart.jpg"):
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(f"{base}/{name}", timeout=30).close()
+        assert error.value.code in (403, 404), name
+
+
+def test_thumbnail_route_where_comfyui_serves_only_the_json(monkeypatch):
+    """Newer ComfyUI than 0.33.0 serves a pack's workflow files from one route-table route that
+    answers *.json only, added after the routes custom nodes add while they load. With a stand-in
+    for that route, registered the same way after the pack's: the pack's route answers a thumbnail,
+    ComfyUI's still answers the JSON and everything else under that path."""
+    import asyncio
+    import types
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from video_unlearning.nodes import web_routes
+
+    async def comfy_json_only(request):  # the stand-in: JSON of any pack, 404 for anything else
+        filename = request.match_info["filename"]
+        if not filename.endswith(".json"):
+            raise web.HTTPNotFound()
+        return web.json_response({"served_by": "comfyui", "file": filename})
+
+    async def check():
+        routes = web.RouteTableDef()
+        instance = types.SimpleNamespace(routes=routes)  # a PromptServer while custom nodes load
+        monkeypatch.setitem(
+            sys.modules,
+            "server",
+            types.SimpleNamespace(PromptServer=types.SimpleNamespace(instance=instance)),
+        )
+        assert web_routes.register()
+        routes.get("/workflow_templates/{module_name}/{filename}")(comfy_json_only)
+        app = web.Application()
+        app.add_routes([web.get("/api" + r.path, r.handler) for r in routes])
+        app.add_routes(routes)
+        async with TestClient(TestServer(app)) as client:
+            base = f"/api/workflow_templates/{web_routes.PACK_FOLDER}/{build_workflows.DEMO_WORKFLOW}"
+            response = await client.get(base + ".jpg")
+            assert response.status == 200 and response.headers["Content-Type"] == "image/jpeg"
+            assert (
+                await response.read() == (WORKFLOWS_DIR / f"{build_workflows.DEMO_WORKFLOW}.jpg").read_bytes()
+            )
+            response = await client.get(base + ".json")
+            assert (await response.json())["served_by"] == "comfyui"
+            response = await client.get(
+                f"/api/workflow_templates/other_pack/{build_workflows.DEMO_WORKFLOW}.jpg"
+            )
+            assert response.status == 404
+
+    asyncio.run(check())
 
 
 def test_readme_pictures_exist():

@@ -4,8 +4,11 @@
 // - UnlearnRefusalEstimate: a preset picker; choosing a preset copies its prompt pairs into the
 //   node's unsafe/safe prompt lists, where they can be read and edited.
 // - Nodes that return a text report (refusal edits, training, LoRA files): the report under the node.
-// Only the frontend's extension API is used (registerExtension, api events, node callbacks), and
-// every hook is guarded: a missing node, widget or server route leaves that node as it was.
+// Only the frontend's extension API is used (registerExtension, api events, node callbacks, DOM
+// widgets), and every hook is guarded: a missing node, widget or server route leaves that node as it
+// was. Everything is shown in DOM widgets (addDOMWidget), never drawn in onDrawForeground, so it
+// looks the same in the classic canvas and in "Nodes 2.0" (Vue nodes, which never call
+// onDrawForeground and mount a DOM widget's element into the node itself).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -25,19 +28,92 @@ const PROGRESS_META = new Set(["node", "step", "steps", "elapsed_s", "eta_s"]);
 const SERIES_COLOURS = ["#60a5fa", "#f87171", "#34d399", "#fbbf24", "#c084fc"];
 const REPORT_WIDGET = "video_unlearning_report";
 const CHART_WIDGET = "video_unlearning_loss_chart";
+const BADGE_WIDGET = "video_unlearning_verdict";
+// The widgets' types are the pack's own: Nodes 2.0 mounts the element of a DOM widget whose type it
+// does not know as it is, but swaps known types (e.g. "customtext") for its own components.
+const REPORT_TYPE = "video_unlearning_report";
+const CHART_TYPE = "video_unlearning_chart";
+const BADGE_TYPE = "video_unlearning_badge";
 const CHART_HEIGHT = 110;
-const BADGE_HEIGHT = 22;
+const BADGE_FONT = "bold 12px sans-serif";
+const BADGE_LINE = 16; // px per line of the badge's text; it wraps onto at most 3 lines
+const badgeHeight = (lines) => lines * BADGE_LINE + 8;
+const WIDGET_MARGIN = 6;
+const EMPTY_CLASS = "video-unlearning-empty";
 
-// What the extension has drawn and done, by node id: read by the pack's browser test, handy when
-// debugging in the console. Never read back by the extension itself.
+// Elements the extension put on the page, by kind and node id: {element, describe()}.
+const shown = { badges: new Map(), charts: new Map(), reports: new Map() };
+const pendingFills = []; // preset fills not yet seen on the page: {node, preset, unsafe, safe}
+const confirmedFills = [];
+
+// Whether an element is on the page now: attached, laid out, not hidden, inside the window.
+function isOnScreen(element) {
+  if (!element?.isConnected) return false;
+  const rect = element.getBoundingClientRect();
+  if (rect.width < 1 || rect.height < 1) return false;
+  if (rect.right <= 0 || rect.bottom <= 0 || rect.left >= innerWidth || rect.top >= innerHeight) return false;
+  if (getComputedStyle(element).visibility === "hidden") return false;
+  for (let e = element; e; e = e.parentElement) {
+    if (Number(getComputedStyle(e).opacity) === 0) return false;
+  }
+  return true;
+}
+
+// Where an element is in the window, in page pixels: [x, y, width, height].
+function box(element) {
+  const r = element.getBoundingClientRect();
+  return [r.left, r.top, r.width, r.height].map((v) => Math.round(v * 10) / 10);
+}
+
+function onScreenNow(kind) {
+  const out = {};
+  for (const [id, entry] of shown[kind]) {
+    if (isOnScreen(entry.element)) out[id] = entry.describe();
+  }
+  return out;
+}
+
+// A preset fill counts once both prompt lists show its text in a visible text box: the node's own
+// textarea in the classic canvas, the Vue node's in Nodes 2.0.
+function confirmFills() {
+  if (!pendingFills.length) return;
+  const boxes = [...document.querySelectorAll("textarea")].filter(isOnScreen).map((t) => t.value);
+  for (let i = pendingFills.length - 1; i >= 0; i--) {
+    const fill = pendingFills[i];
+    if (boxes.includes(fill.unsafe) && boxes.includes(fill.safe)) {
+      confirmedFills.push({ node: fill.node, preset: fill.preset });
+      pendingFills.splice(i, 1);
+    }
+  }
+}
+
+function watchFills(framesLeft = 120) {
+  confirmFills();
+  if (pendingFills.length && framesLeft > 0) requestAnimationFrame(() => watchFills(framesLeft - 1));
+}
+
+// What the extension shows, by node id: read by the pack's browser test, handy when debugging in the
+// console; never read back by the extension itself. badges, charts and reports are read from the
+// page when asked: a node's entry is there only while its element is on screen (attached, laid
+// out, visible, in the window), with the text it shows (badges, reports) or what was last painted
+// into it (charts), and where it is (box). presetFills lists the fills whose text was seen in
+// visible text boxes.
 const state = {
-  badges: {},
-  charts: {},
-  reports: {},
-  presetFills: [],
   presetsLoaded: false,
   warnings: [],
 };
+Object.defineProperties(state, {
+  badges: { enumerable: true, get: () => onScreenNow("badges") },
+  charts: { enumerable: true, get: () => onScreenNow("charts") },
+  reports: { enumerable: true, get: () => onScreenNow("reports") },
+  presetFills: {
+    enumerable: true,
+    get: () => {
+      confirmFills();
+      return confirmedFills.slice();
+    },
+  },
+});
 window.__videoUnlearning = state;
 
 // Run fn; on an exception, note it and carry on: the canvas must never break because of us.
@@ -69,13 +145,71 @@ function roundRect(ctx, x, y, w, h, r) {
   ctx.closePath();
 }
 
-// Space reserved below the widgets for what we draw, so nothing overlaps them.
-function reserve(node, height) {
-  if (node.videoUnlearningExtra === height) return;
-  node.videoUnlearningExtra = height;
-  const wanted = node.computeSize?.()[1];
-  if (wanted && node.size[1] < wanted) node.setSize([node.size[0], wanted]);
+// A DOM widget of ours (never saved with the workflow nor sent with a prompt), made once per node,
+// when the node is made (nodeCreated): Nodes 2.0 of frontend 1.32.9 keeps a copy of a node's widget
+// list once any widget changes, and never shows a widget added after that. It stays hidden until it
+// has something to show (reveal): the classic canvas gives a hidden widget no room; in Nodes 2.0
+// its element is not displayed.
+function ownWidget(node, name, type, makeElement, options) {
+  const existing = node.widgets?.find((w) => w.name === name);
+  if (existing) return existing;
+  if (typeof node.addDOMWidget !== "function") return null;
+  const element = makeElement();
+  element.classList.add(EMPTY_CLASS);
+  element.style.display = "none";
+  let widget = null;
+  // Empty, it asks for no room (the classic canvas lays out hidden widgets too).
+  const room = (height) => () => (!widget || widget.hidden ? 0 : height());
+  widget = node.addDOMWidget(name, type, element, {
+    serialize: false,
+    hideOnZoom: false,
+    margin: WIDGET_MARGIN,
+    getValue: () => "",
+    setValue: () => {},
+    ...options,
+    getMinHeight: room(options.getMinHeight),
+    getMaxHeight: room(options.getMaxHeight),
+  });
+  widget.serialize = false;
+  widget.hidden = true;
+  widget.videoUnlearningElement = element;
+  return widget;
+}
+
+function reveal(widget, display = "block") {
+  const element = widget.videoUnlearningElement;
+  if (!widget.hidden && !element.classList.contains(EMPTY_CLASS)) return;
+  widget.hidden = false;
+  element.classList.remove(EMPTY_CLASS);
+  element.style.display = display;
+}
+
+// Nodes 2.0 draws a row for every widget: none for ours while they are empty.
+function addStyles() {
+  if (document.getElementById("video-unlearning-styles")) return;
+  const style = document.createElement("style");
+  style.id = "video-unlearning-styles";
+  style.textContent = `.lg-node-widget:has(.${EMPTY_CLASS}) { display: none; }`;
+  document.head.appendChild(style);
+}
+
+// Grow the node so the new widget fits: at least minWidth wide; in the classic canvas also as tall
+// as its widgets need (Vue nodes, Nodes 2.0, grow to their content themselves).
+function fitNode(node, minWidth = 360) {
+  const width = Math.max(node.size[0], minWidth);
+  const height = window.LiteGraph?.vueNodesMode
+    ? node.size[1]
+    : Math.max(node.size[1], (node.computeSize?.() ?? node.size)[1]);
+  if (width !== node.size[0] || height !== node.size[1]) node.setSize?.([width, height]);
   node.setDirtyCanvas?.(true, true);
+}
+
+let measureContext = null;
+function textWidth(text, font) {
+  measureContext ??= document.createElement("canvas").getContext("2d");
+  if (!measureContext) return 0;
+  measureContext.font = font;
+  return measureContext.measureText(text).width;
 }
 
 function verdictText(verdict) {
@@ -90,20 +224,54 @@ function verdictText(verdict) {
   return parts.join(" · ");
 }
 
-function drawVerdict(node, ctx, verdict) {
+// The verdict badge: a coloured pill under the node's widgets, its text wrapped to the node's width
+// (the classic canvas gives a DOM widget a fixed height: the lines are counted from the text's width).
+function badgeWidget(node) {
+  return ownWidget(
+    node,
+    BADGE_WIDGET,
+    BADGE_TYPE,
+    () => {
+      const badge = document.createElement("div");
+      badge.className = "video-unlearning-badge";
+      Object.assign(badge.style, {
+        boxSizing: "border-box",
+        minHeight: `${badgeHeight(1)}px`,
+        padding: "4px 10px",
+        borderRadius: "6px",
+        color: "#ffffff",
+        font: BADGE_FONT,
+        lineHeight: `${BADGE_LINE}px`,
+        overflow: "hidden",
+      });
+      return badge;
+    },
+    {
+      getMinHeight: () => badgeHeight(node.videoUnlearningBadgeLines ?? 1) + 2 * WIDGET_MARGIN,
+      getMaxHeight: () => badgeHeight(node.videoUnlearningBadgeLines ?? 1) + 2 * WIDGET_MARGIN,
+    },
+  );
+}
+
+function showVerdict(node, verdict) {
+  const widget = badgeWidget(node);
+  const badge = widget?.videoUnlearningElement;
+  if (!badge) return;
+  reveal(widget);
   const flagged = Boolean(verdict.flagged);
-  const text = verdictText(verdict);
-  const y = node.size[1] - BADGE_HEIGHT - 8;
-  ctx.save();
-  ctx.font = "bold 12px sans-serif";
-  const width = Math.min(node.size[0] - 16, ctx.measureText(text).width + 20);
-  roundRect(ctx, 8, y, width, BADGE_HEIGHT, 6);
-  ctx.fillStyle = flagged ? "#b91c1c" : "#15803d";
-  ctx.fill();
-  ctx.fillStyle = "#ffffff";
-  ctx.fillText(text, 18, y + 15, width - 20);
-  ctx.restore();
-  state.badges[node.id] = { text, flagged };
+  badge.textContent = verdictText(verdict);
+  badge.title = badge.textContent;
+  badge.dataset.flagged = String(flagged);
+  badge.style.background = flagged ? "#b91c1c" : "#15803d";
+  shown.badges.set(String(node.id), {
+    element: badge,
+    describe: () => ({ text: badge.textContent, flagged: badge.dataset.flagged === "true", box: box(badge) }),
+  });
+  fitNode(node, 320);
+  const room = Math.max(node.size[0] - 2 * WIDGET_MARGIN - 20, 60);
+  const lines = Math.ceil((1.1 * textWidth(badge.textContent, BADGE_FONT)) / room);
+  node.videoUnlearningBadgeLines = Math.min(Math.max(lines, 1), 3);
+  fitNode(node, 320);
 }
 
 function drawLossChart(ctx, w, h, progress) {
@@ -148,97 +316,80 @@ function drawLossChart(ctx, w, h, progress) {
   ctx.restore();
 }
 
-// The loss chart: a canvas element in its own fixed-height widget (never saved with the workflow).
+// The loss chart: a canvas in its own fixed-height widget.
 function chartWidget(node) {
-  const existing = node.widgets?.find((w) => w.name === CHART_WIDGET);
-  if (existing) return existing;
-  if (typeof node.addDOMWidget !== "function") return null;
-  const canvas = document.createElement("canvas");
-  canvas.style.width = "100%";
-  canvas.style.height = `${CHART_HEIGHT}px`;
-  const widget = node.addDOMWidget(CHART_WIDGET, "video_unlearning_chart", canvas, {
-    serialize: false,
-    hideOnZoom: false,
-    getMinHeight: () => CHART_HEIGHT + 6,
-    getMaxHeight: () => CHART_HEIGHT + 6,
-  });
-  widget.serialize = false;
-  widget.chartCanvas = canvas;
-  node.setSize([Math.max(node.size[0], 360), Math.max(node.size[1], node.computeSize()[1])]);
-  return widget;
+  return ownWidget(
+    node,
+    CHART_WIDGET,
+    CHART_TYPE,
+    () => {
+      const canvas = document.createElement("canvas");
+      canvas.className = "video-unlearning-chart";
+      Object.assign(canvas.style, {
+        width: "100%",
+        height: `${CHART_HEIGHT}px`,
+        minHeight: `${CHART_HEIGHT}px`,
+      });
+      return canvas;
+    },
+    { getMinHeight: () => CHART_HEIGHT + 2 * WIDGET_MARGIN, getMaxHeight: () => CHART_HEIGHT + 2 * WIDGET_MARGIN },
+  );
 }
 
 function paintChart(node) {
   const progress = node.videoUnlearningProgress;
-  const canvas = chartWidget(node)?.chartCanvas;
+  const widget = chartWidget(node);
+  const canvas = widget?.videoUnlearningElement;
   if (!progress || !canvas) return;
-  const width = Math.max(canvas.clientWidth || node.size[0] - 20, 120);
+  if (widget.hidden) {
+    reveal(widget);
+    fitNode(node);
+  }
+  const width = Math.max(canvas.clientWidth || node.size[0] - 2 * WIDGET_MARGIN, 120);
   canvas.width = width;
   canvas.height = CHART_HEIGHT;
   drawLossChart(canvas.getContext("2d"), width, CHART_HEIGHT, progress);
-  state.charts[node.id] = { step: progress.step, steps: progress.steps, series: Object.keys(progress.series) };
+  const painted = { step: progress.step, steps: progress.steps, series: Object.keys(progress.series) };
+  shown.charts.set(String(node.id), { element: canvas, describe: () => ({ ...painted, box: box(canvas) }) });
 }
 
 // A read-only text box under the node with the report the node returned in ui.text.
-function showReport(node, text) {
-  let widget = node.widgets?.find((w) => w.name === REPORT_WIDGET);
-  if (!widget) {
-    if (typeof node.addDOMWidget !== "function") return;
-    const box = document.createElement("textarea");
-    box.readOnly = true;
-    box.className = "comfy-multiline-input";
-    box.style.opacity = "0.85";
-    widget = node.addDOMWidget(REPORT_WIDGET, "customtext", box, {
-      getValue: () => box.value,
-      setValue: (v) => {
-        box.value = v;
-      },
-      serialize: false, // a report, not a setting: never saved into the workflow's values
-      getMinHeight: () => 60,
-      getMaxHeight: () => 180,
-    });
-    widget.serialize = false;
-  }
-  widget.value = text;
-  node.setSize([Math.max(node.size[0], 360), Math.max(node.size[1], node.computeSize()[1])]);
-  node.setDirtyCanvas?.(true, true);
-  state.reports[node.id] = text;
+function reportWidget(node) {
+  return ownWidget(
+    node,
+    REPORT_WIDGET,
+    REPORT_TYPE,
+    () => {
+      const box = document.createElement("textarea");
+      box.readOnly = true;
+      box.className = "comfy-multiline-input video-unlearning-report";
+      Object.assign(box.style, { opacity: "0.85", minHeight: "60px", boxSizing: "border-box", resize: "none" });
+      return box;
+    },
+    { getMinHeight: () => 60, getMaxHeight: () => 180 },
+  );
 }
 
-function addExtraSpace(nodeType) {
-  const computeSize = nodeType.prototype.computeSize;
-  nodeType.prototype.computeSize = function (...args) {
-    const size = computeSize.apply(this, args);
-    size[1] += this.videoUnlearningExtra ?? 0;
-    return size;
-  };
+function showReport(node, text) {
+  const widget = reportWidget(node);
+  const box = widget?.videoUnlearningElement;
+  if (!box) return;
+  reveal(widget);
+  box.value = text;
+  box.rows = Math.min(Math.max(text.split("\n").length, 3), 10); // Vue nodes: the box's own height
+  shown.reports.set(String(node.id), { element: box, describe: () => box.value });
+  fitNode(node);
 }
 
 function decorate(nodeType, name) {
   const onExecuted = nodeType.prototype.onExecuted;
-  const onDrawForeground = nodeType.prototype.onDrawForeground;
-  addExtraSpace(nodeType);
-
   const handleExecuted = guarded(`${name}.onExecuted`, function (message) {
-    if (VERDICT_NODES.has(name) && message?.verdict?.length) {
-      this.videoUnlearningVerdict = message.verdict[0];
-      reserve(this, BADGE_HEIGHT + 14);
-    }
+    if (VERDICT_NODES.has(name) && message?.verdict?.length) showVerdict(this, message.verdict[0]);
     if (TEXT_NODES.has(name) && message?.text?.length) showReport(this, message.text.join("\n"));
   });
   nodeType.prototype.onExecuted = function (message) {
     const result = onExecuted?.apply(this, arguments);
     handleExecuted.call(this, message);
-    return result;
-  };
-
-  const draw = guarded(`${name}.draw`, function (ctx) {
-    if (this.flags?.collapsed) return;
-    if (this.videoUnlearningVerdict) drawVerdict(this, ctx, this.videoUnlearningVerdict);
-  });
-  nodeType.prototype.onDrawForeground = function (ctx) {
-    const result = onDrawForeground?.apply(this, arguments);
-    draw.call(this, ctx);
     return result;
   };
 }
@@ -322,9 +473,10 @@ function fillFromPreset(node, presetName) {
   safe.value = text(presetHeader(presetName, preset, false), preset.pairs.map(([, s]) => s), ownSafe);
   const nameWidget = widget("name");
   if (nameWidget?.inputEl && preset.needs_name) nameWidget.inputEl.placeholder = "the person's name";
-  state.presetFills.push({ node: node.id, preset: presetName });
+  pendingFills.push({ node: node.id, preset: presetName, unsafe: unsafe.value, safe: safe.value });
+  watchFills();
   node.graph?.setDirtyCanvas?.(true, true);
-  app.graph?.change?.();
+  node.graph?.change?.();
 }
 
 function addPresetPicker(node) {
@@ -354,6 +506,11 @@ app.registerExtension({
     })();
   },
   nodeCreated: guarded("nodeCreated", (node) => {
-    if (node?.comfyClass === PRESET_NODE || node?.type === PRESET_NODE) addPresetPicker(node);
+    const name = node?.comfyClass ?? node?.type;
+    if (name === PRESET_NODE) addPresetPicker(node);
+    addStyles();
+    if (VERDICT_NODES.has(name)) badgeWidget(node);
+    if (name === TRAIN_NODE) chartWidget(node);
+    if (TEXT_NODES.has(name)) reportWidget(node);
   }),
 });
