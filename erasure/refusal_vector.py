@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from .checks import finite_number, require_finite
 from .directions import ConceptDirection, contrastive_direction, orthonormal_basis, pool_tokens
 
 # Neutral token rows kept per site for the report (evenly spaced when there are more): HunyuanVideo
@@ -99,6 +100,24 @@ class RefusalVector:
             site.basis  # noqa: B018 -- fails early when two concepts share a direction
         neutral = tuple(dict.fromkeys(self.neutral_prompts + other.neutral_prompts))
         return replace(self, concepts=self.concepts + other.concepts, sites=sites, neutral_prompts=neutral)
+
+
+SITE_TENSORS = ("directions", "unsafe", "safe", "neutral", "references")
+
+
+def check_finite(vector: RefusalVector, source: str) -> None:
+    """ValueError naming ``source``, the site and the tensor when any of the vector's directions or
+    measured activations (or its alpha) is NaN or infinite: such a vector would patch NaN into the
+    model, or report NaN."""
+    finite_number(f"{source}'s alpha", vector.alpha)
+    require_finite(
+        (
+            (f"site {site.name} {field}", getattr(site, field))
+            for site in vector.sites
+            for field in SITE_TENSORS
+        ),
+        source,
+    )
 
 
 def _evenly_spaced(rows: Tensor, limit: int) -> Tensor:

@@ -53,7 +53,8 @@ class AdapterTarget:
     ``name``: its path inside the diffusion model (``blocks.3.self_attn.q``); ``block``: the
     transformer block it belongs to (``blocks.3``), whose concept mask localizes it; ``tokens``: what
     its output rows are: ``"video"`` tokens, ``"text"`` tokens (not localized: the mask is over video
-    tokens), or ``"joint"`` (video tokens first, then text, as in HunyuanVideo's single-stream blocks).
+    tokens), or ``"joint"`` (video and text tokens in one sequence, as in HunyuanVideo's single-stream
+    blocks: video first, or text first where ``AdapterSet.text_first`` says so).
     """
 
     name: str
@@ -129,9 +130,10 @@ class AdapterSet:
 
     ``enabled`` switches every adapter on or off (off = the frozen model). While attached and
     enabled, the hook of a video-token module also stores ``adapter_token_energy`` of the marked row
-    (``marker.row``) in ``energy[name]``; ``video_tokens`` is how many leading rows of a joint module
-    are video tokens. ``attach``/``detach`` add and remove the hooks; nothing else on the modules is
-    touched.
+    (``marker.row``) in ``energy[name]``; ``video_tokens`` is how many rows of a joint module are
+    video tokens: the leading ones, or the trailing ones when ``text_first`` (the text rows come
+    first in the joint sequence). ``attach``/``detach`` add and remove the hooks; nothing else on
+    the modules is touched.
     """
 
     def __init__(
@@ -159,6 +161,7 @@ class AdapterSet:
         self.marker = marker
         self.enabled = True
         self.video_tokens = 0
+        self.text_first = False
         self.energy: dict[str, Tensor] = {}
         self._handles: list = []
 
@@ -174,7 +177,8 @@ class AdapterSet:
             if row is not None and target.tokens != "text":
                 video = delta[row : row + 1]
                 if target.tokens == "joint":
-                    video = video[:, : self.video_tokens]
+                    n = self.video_tokens
+                    video = video[:, video.shape[1] - n :] if self.text_first else video[:, :n]
                 # Computed on recomputation too (the checkpoint needs the same saved tensors), but kept
                 # only from the first pass.
                 energy = adapter_token_energy(video)
@@ -215,7 +219,8 @@ class ConceptMaskCapture:
     it (only the last one counts: the text cross-attention in Wan, which comes after self-attention and
     the image cross-attention; the only call in a HunyuanVideo block), then ``end_block()``. q and k
     are [B, H, Nq, d] and [B, H, Nk, d]; text keys are all of k when Nk equals the text length, or
-    rows ``[video_tokens, video_tokens + text_len)`` of a joint [video, text] sequence.
+    rows ``[video_tokens, video_tokens + text_len)`` of a joint [video, text] sequence, or the first
+    ``text_len`` rows of a joint [text, video] sequence when ``text_first``.
     """
 
     def __init__(self, tau: float, marker: MarkedRow) -> None:
@@ -225,6 +230,7 @@ class ConceptMaskCapture:
         self.concept_index: list[int] = []
         self.text_len = 0
         self.video_tokens = 0
+        self.text_first = False
         self.frames = 1
         self.masks: dict[str, Tensor] = {}
         self._block: str | None = None
@@ -250,9 +256,9 @@ class ConceptMaskCapture:
         row = self.marker.row
         n_video, n_text = self.video_tokens, self.text_len
         if k.shape[2] == n_text:
-            start = 0
+            start, queries = 0, 0
         elif k.shape[2] == n_video + n_text:
-            start = n_video
+            start, queries = (0, n_text) if self.text_first else (n_video, 0)
         else:
             raise RuntimeError(
                 f"{block}: the last attention call has {k.shape[2]} keys, expected the {n_text} text "
@@ -264,7 +270,7 @@ class ConceptMaskCapture:
             bias = bias[row : row + 1] if bias.shape[0] > 1 else bias
         with torch.no_grad():
             attn = concept_attention(
-                q[row : row + 1, :, :n_video],
+                q[row : row + 1, :, queries : queries + n_video],
                 k[row : row + 1, :, start : start + n_text],
                 self.concept_index,
                 bias,

@@ -4,9 +4,9 @@
   diffusion model together) and its width and block count;
 * prompts encoded with the user's CLIP, and their real (non-padding) token rows;
 * text-side activations: Wan's context (the model's own ``text_embedding`` on the prompt's real
-  tokens, no denoising needed) and, for HunyuanVideo, the inputs of text-stream layers collected
-  during a short real sampling run (a DIFFUSION_MODEL wrapper on a clone hooks the layers while
-  the sampler calls the model);
+  tokens, no denoising needed) and, for HunyuanVideo and HunyuanVideo 1.5, the inputs of
+  text-stream layers collected during a short real sampling run (a DIFFUSION_MODEL wrapper on a
+  clone hooks the layers while the sampler calls the model);
 * weights as the model computes them (its own patches applied, float32), low-rank LoRA patches on
   a clone through ``comfy.weight_adapter.LoRAAdapter`` with the matched keys counted.
 
@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import comfy.lora
+import comfy.lora_convert
 import comfy.model_management
 import comfy.patcher_extension
 import comfy.sample
@@ -30,13 +31,15 @@ import torch.nn.functional as F
 from comfy.weight_adapter import LoRAAdapter
 from torch import Tensor
 
+from ..erasure.checks import require_finite
+
 
 @dataclass(frozen=True)
 class Variant:
     """A ComfyUI model config class the nodes accept: our name for it and what it is."""
 
     name: str  # architecture name: in refusal vectors and in LoRA metadata (base_architecture)
-    family: str  # "wan" or "hunyuan_video": which text path is edited
+    family: str  # "wan", "hunyuan_video" or "hunyuan_video15": which text path is edited
     label: str  # for people, in messages
     # Why Unlearn: Train LoRA cannot train it ("": it can). The refusal-vector nodes need no
     # sampling on Wan and a plain text-prompted one on HunyuanVideo, so they take every variant.
@@ -50,8 +53,12 @@ class Variant:
 # which came later) keep Wan's text path unchanged: umT5 rows -> ``text_embedding`` -> every
 # block's ``cross_attn.k`` / ``.v`` (VACE's extra ``vace_blocks`` read the same context and are
 # edited too); what they add (VACE context, camera, audio, music, pose and face inputs, image keys)
-# never enters it. Left out on purpose: WAN21_FlowRVS (it outputs segmentation masks, not video),
-# HunyuanVideo 1.5 and HunyuanImage (Qwen2.5-VL text, other blocks).
+# never enters it. HunyuanVideo 1.5 (one config class for T2V and I2V: its I2V image goes in as
+# concat channels and SigLIP rows) is its own family: Qwen2.5-VL rows through the token refiner
+# into the double blocks' text stream, byT5 glyph rows joining that stream, no pooled vector. Left
+# out on purpose: WAN21_FlowRVS (it outputs segmentation masks, not video), HunyuanVideo 1.5's
+# super-resolution model (HunyuanVideo15_SR_Distilled: it refines a low-resolution video, its text
+# path is 1.5's) and HunyuanImage.
 VARIANTS: dict[str, Variant] = {
     "WAN21_T2V": Variant("wan21_t2v", "wan", "Wan 2.1 T2V"),
     "WAN21_I2V": Variant("wan21_i2v", "wan", "Wan 2.1 I2V"),
@@ -99,20 +106,25 @@ VARIANTS: dict[str, Variant] = {
         "SkyReels I2V (HunyuanVideo)",
         "ComfyUI builds its image channels from a latent image, which the trainer does not pass to the model",
     ),
+    "HunyuanVideo15": Variant("hunyuan_video15", "hunyuan_video15", "HunyuanVideo 1.5"),
 }
 ARCHITECTURES = {config: variant.name for config, variant in VARIANTS.items()}
 SUPPORTED_TEXT = (
     "Wan 2.1 T2V/I2V (1.3B, 14B), Wan 2.2 5B, Wan 2.2 A14B experts, the Wan variants with Wan's text "
     "path (VACE, Fun Control, Fun Camera 2.1/2.2, HuMo, S2V, Animate, Animate 2, Causal AR T2V, SCAIL, "
-    "SCAIL-2, WanDancer, where your ComfyUI has them), HunyuanVideo, HunyuanVideo I2V, SkyReels I2V"
+    "SCAIL-2, WanDancer, where your ComfyUI has them), HunyuanVideo, HunyuanVideo I2V, SkyReels I2V, "
+    "HunyuanVideo 1.5 (T2V/I2V)"
 )
 
 WAN_TARGETS = ("cross_attn.k", "cross_attn.v")
 HUNYUAN_TARGETS = ("txt_attn.qkv", "txt_mlp.0")
 HUNYUAN_POOLED = "vector_in.in_layer"  # takes the pooled CLIP-L vector into the modulation
+HUNYUAN_FAMILIES = ("hunyuan_video", "hunyuan_video15")  # double-stream text path, probe sampling
 NO_BLOCK = -1  # block index of a layer outside the blocks: edited whatever blocks are chosen
-# Latent probed for HunyuanVideo's text stream: 5 frames of 128 x 128 pixels (128 video tokens).
+# Latent probed for HunyuanVideo's text stream: 5 frames of 128 x 128 pixels (128 video tokens);
+# HunyuanVideo 1.5's VAE is 16x spatially and its patch 1x1x1: 5 frames of 128 x 128 as well.
 HUNYUAN_PROBE_LATENT = (2, 16, 16)
+PROBE_LATENTS = {"hunyuan_video": HUNYUAN_PROBE_LATENT, "hunyuan_video15": (2, 8, 8)}
 _CAPTURE_KEY = "video_unlearning.refusal_capture"
 _FINGERPRINT_VALUES = 256
 
@@ -120,7 +132,7 @@ _FINGERPRINT_VALUES = 256
 @dataclass(frozen=True)
 class Architecture:
     name: str  # one of ARCHITECTURES' values
-    family: str  # "wan" or "hunyuan_video"
+    family: str  # "wan", "hunyuan_video" or "hunyuan_video15"
     width: int  # input width of the edited layers
     num_blocks: int  # blocks that can be chosen
     config: str = ""  # the ComfyUI model config class
@@ -180,7 +192,8 @@ def text_path_problem(dm, family: str) -> str | None:
     Wan: ``text_embedding`` (Linear, GELU, Linear) ending at the model width, every block's (and
     VACE block's) ``cross_attn.k`` / ``.v`` taking that width. HunyuanVideo: the token refiner
     ``txt_in``, each double block's ``txt_attn.qkv`` and ``txt_mlp.0`` taking the hidden width, and
-    the pooled vector's ``vector_in.in_layer``.
+    the pooled vector's ``vector_in.in_layer``. HunyuanVideo 1.5: the same without the pooled vector
+    (it has none).
     """
     if family == "wan":
         width = getattr(dm, "dim", None)
@@ -196,7 +209,12 @@ def text_path_problem(dm, family: str) -> str | None:
         blocks = getattr(dm, "double_blocks", None)
         if not isinstance(width, int) or not blocks:
             return "no HunyuanVideo double blocks"
-        for module in ("txt_in.input_embedder", HUNYUAN_POOLED):
+        entry = (
+            ("txt_in.input_embedder",)
+            if family == "hunyuan_video15"
+            else ("txt_in.input_embedder", HUNYUAN_POOLED)
+        )
+        for module in entry:
             if _in_width(dm, module) is None:
                 return f"no {module}"
         prefixes = [f"double_blocks.{i}" for i in range(len(blocks))]
@@ -261,7 +279,7 @@ def detect_architecture(model) -> Architecture:
             f"this MODEL is {config}, but its diffusion model ({type(dm).__name__}) does not have the "
             f"text path the nodes edit: {problem}; supported: {SUPPORTED_TEXT}"
         )
-    if variant.family == "hunyuan_video":
+    if variant.family in HUNYUAN_FAMILIES:
         return Architecture(variant.name, variant.family, dm.hidden_size, len(dm.double_blocks), config)
     return Architecture(variant.name, variant.family, dm.dim, len(dm.blocks), config, _side_blocks(dm))
 
@@ -271,7 +289,9 @@ def site_specs(arch: Architecture) -> list[SiteSpec]:
     keys k_img / v_img are left alone), and those of VACE's blocks, which read the same context.
     HunyuanVideo: each double block's txt_attn.qkv and txt_mlp.0 inputs, one site each, plus the
     pooled CLIP-L vector's entry into the modulation (vector_in), which carries most of the
-    prompt's effect on the velocity in the tiny model."""
+    prompt's effect on the velocity in the tiny model. HunyuanVideo 1.5: the same text-stream sites
+    (it has no pooled vector); they see the byT5 glyph rows too, which join the text stream before
+    the double blocks, but the directions are estimated on the Qwen2.5-VL rows of the prompt."""
     if arch.family == "wan":
         blocks = [(i, f"blocks.{i}") for i in range(arch.num_blocks)] + list(arch.side_blocks)
         modules = tuple((i, f"{prefix}.{t}") for i, prefix in blocks for t in WAN_TARGETS)
@@ -281,6 +301,8 @@ def site_specs(arch: Architecture) -> list[SiteSpec]:
         for i in range(arch.num_blocks)
         for t in HUNYUAN_TARGETS
     ]
+    if arch.family == "hunyuan_video15":
+        return stream
     return [*stream, SiteSpec(HUNYUAN_POOLED, ((NO_BLOCK, HUNYUAN_POOLED),))]
 
 
@@ -373,17 +395,25 @@ def _capture_wrapper(modules: Sequence[str], store: dict[str, list[Tensor]]) -> 
 
 
 def sampled_inputs(
-    model, conditionings: Sequence[tuple[list, Tensor]], specs: Sequence[SiteSpec], steps: int, seed: int = 0
+    model,
+    conditionings: Sequence[tuple[list, Tensor]],
+    specs: Sequence[SiteSpec],
+    steps: int,
+    seed: int = 0,
+    latent_size: Sequence[int] = HUNYUAN_PROBE_LATENT,
 ) -> dict[str, list[list[Tensor]]]:
     """Inputs of each site's layer during a short real sampling run per prompt (euler, ``steps``
-    steps, cfg 1 so only the prompt's own branch runs, same seed for every prompt).
+    steps, cfg 1 so only the prompt's own branch runs, same seed for every prompt) on a latent of
+    ``latent_size`` (frames, height, width).
 
     Returns ``{site: activations}``, activations[prompt][step] = [T_real, width] (text-stream
-    sites, every step) or [1, width] (a per-prompt vector, first step only).
+    sites, every step) or [1, width] (a per-prompt vector, first step only). The prompt's rows are
+    the last ones of the text stream: HunyuanVideo 1.5 puts byT5 glyph rows (and I2V's SigLIP rows)
+    before them.
     """
     modules = [spec.name for spec in specs]
     latent_format = model.get_model_object("latent_format")
-    latent = torch.zeros((1, latent_format.latent_channels, *HUNYUAN_PROBE_LATENT))
+    latent = torch.zeros((1, latent_format.latent_channels, *latent_size))
     noise = comfy.sample.prepare_noise(latent, seed)
     out: dict[str, list[list[Tensor]]] = {name: [] for name in modules}
     for conditioning, real in conditionings:
@@ -411,7 +441,7 @@ def sampled_inputs(
             if len(seen) != steps:
                 raise RuntimeError(f"expected {steps} calls of {spec.name} while sampling, saw {len(seen)}")
             if spec.per_step:
-                out[spec.name].append([rows[real] for rows in seen])
+                out[spec.name].append([rows[rows.shape[0] - real.shape[0] :][real] for rows in seen])
             else:
                 out[spec.name].append([seen[0].reshape(1, -1)])
     return out
@@ -419,7 +449,16 @@ def sampled_inputs(
 
 def add_lowrank_patches(model, factors: dict[str, tuple[Tensor, Tensor]]):
     """A clone of ``model`` with ``W += up @ down`` on each module, as LoRA adapters (alpha = rank,
-    scale 1), never a dense copy. Raises when any key fails to match (ComfyUI skips them silently)."""
+    scale 1), never a dense copy. Raises when any key fails to match (ComfyUI skips them silently),
+    and, before anything is patched, when a factor holds NaN or infinity."""
+    require_finite(
+        (
+            (f"{module} {side}", t)
+            for module, (up, down) in factors.items()
+            for side, t in (("up", up), ("down", down))
+        ),
+        "the patch",
+    )
     patched = model.clone()
     patches = {
         weight_key(module): LoRAAdapter(set(), (up, down, float(down.shape[0]), None, None, None))
@@ -434,3 +473,22 @@ def add_lowrank_patches(model, factors: dict[str, tuple[Tensor, Tensor]]):
             else "nothing to patch: no layer was selected"
         )
     return patched
+
+
+def lora_layer_names(model) -> dict[str, str]:
+    """``{name a LoRA file may give a layer: the layer's module name}`` for this MODEL's diffusion
+    model, as ComfyUI's own LoRA loader maps them (``comfy.lora.model_lora_keys_unet``: the module's
+    state-dict name, kohya's ``lora_unet_`` form, HunyuanVideo's diffusion-pipe ``transformer.``
+    names, ...). Only whole-weight targets: ComfyUI's slice targets (a part of a fused weight) are
+    left out, so a LoRA using them is refused by name rather than half applied."""
+    names = {}
+    for name, target in comfy.lora.model_lora_keys_unet(model.model, {}).items():
+        if isinstance(target, str) and target.startswith("diffusion_model.") and target.endswith(".weight"):
+            names[name] = target[len("diffusion_model.") : -len(".weight")]
+    return names
+
+
+def converted_lora(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The LoRA's keys renamed as ComfyUI's loader renames them before mapping (e.g. Wan Fun's
+    ``lora_unet__`` prefix)."""
+    return comfy.lora_convert.convert_lora(dict(tensors))

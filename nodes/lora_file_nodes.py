@@ -22,7 +22,7 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..erasure import lora_format
+from ..erasure import checks, lora_format
 from . import comfy_compat, train_compat
 
 CATEGORY = "video_unlearning/lora"
@@ -91,29 +91,42 @@ def check_architecture(model, metadata: dict[str, str], source: str) -> None:
     )
 
 
-def check_shapes(model, factors: dict[str, tuple], source: str) -> None:
-    """ValueError unless every module exists in the model with a weight that up @ down fits.
+def match_layers(model, modules: dict[str, lora_format.LoraModule], source: str) -> dict[str, tuple]:
+    """``{module name: (up, down, scale)}``: each of the file's layers mapped to the model's as
+    ComfyUI's loader maps them (``comfy_compat.lora_layer_names``), with its shape checked.
 
-    ComfyUI matches patches by name only and, at load time, logs and skips one whose shape is wrong.
+    ValueError unless every layer of the file names a layer of the model (once) whose weight
+    up @ down fits: ComfyUI matches patches by name only, logs the names it cannot map and, at load
+    time, logs and skips a patch whose shape is wrong.
     """
+    names = comfy_compat.lora_layer_names(model)
     dm = model.model.diffusion_model
-    problems = []
-    for module, (up, down, _scale) in factors.items():
-        try:
-            weight = dm.get_submodule(module).weight
-        except AttributeError:
-            problems.append(f"{module}: no such layer")
+    problems, factors, taken = [], {}, {}
+    for name, m in modules.items():
+        module = names.get(name)
+        if module is None:
+            problems.append(f"{name}: no such layer")
             continue
-        if weight is None or (up.shape[0], down.shape[1]) != (weight.shape[0], weight[0].numel()):
+        if module in taken:
+            problems.append(f"{name}: the same layer as {taken[module]}")
+            continue
+        taken[module] = name
+        weight = dm.get_submodule(module).weight
+        if weight is None or (m.up.shape[0], m.down.shape[1]) != (weight.shape[0], weight[0].numel()):
             shape = None if weight is None else tuple(weight.shape)
-            factor_shapes = f"{tuple(up.shape)} x {tuple(down.shape)}"
-            problems.append(f"{module}: {factor_shapes} does not fit its weight {shape}")
+            problems.append(
+                f"{name}: {tuple(m.up.shape)} x {tuple(m.down.shape)} does not fit its weight {shape}"
+            )
+            continue
+        factors[module] = (m.up, m.down, m.scale)
     if problems:
         raise ValueError(
-            f"{source}: {len(factors) - len(problems)} of {len(factors)} LoRA modules fit this model; "
+            f"{source}: {len(modules) - len(problems)} of {len(modules)} LoRA modules fit this model; "
             + "; ".join(problems[:3])
-            + ". The file was made for another model."
+            + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+            + ". The file was made for another model, or names its layers in a way ComfyUI does not map."
         )
+    return factors
 
 
 class UnlearnSaveLoRA(io.ComfyNode):
@@ -151,7 +164,16 @@ class UnlearnSaveLoRA(io.ComfyNode):
     @classmethod
     def execute(cls, lora, filename_prefix, save_dtype="fp32") -> io.NodeOutput:
         dtype = SAVE_DTYPES[save_dtype]
+        lora_format.lora_factors(lora, "Unlearn: Save LoRA's lora input")
         tensors = {k: v if k.endswith(lora_format.ALPHA) else v.to(dtype) for k, v in lora.items()}
+        for key, value in tensors.items():
+            problem = checks.non_finite(value)
+            if problem:
+                raise ValueError(
+                    f"Unlearn: Save LoRA: {key} has {problem} once stored as {save_dtype} (the largest "
+                    f"{save_dtype} value is {torch.finfo(dtype).max:.4g}); save as bf16 or fp32. Nothing "
+                    "was written."
+                )
         metadata = dict(getattr(lora, "metadata", None) or {}, save_dtype=save_dtype)
         metadata.setdefault("pack_version", lora_format.pack_version())
         name = save_numbered(tensors, metadata, folder_paths.get_folder_paths("loras")[0], filename_prefix)
@@ -183,14 +205,18 @@ class UnlearnLoadLoRA(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, lora_name, strength) -> io.NodeOutput:
+        strength = checks.finite_number("Unlearn: Load LoRA's strength", strength)
         path = folder_paths.get_full_path_or_raise("loras", lora_name)
         lora = lora_format.load_lora_file(path)
         check_architecture(model, lora.metadata, lora_name)
-        factors = lora_format.lora_factors(lora)
-        check_shapes(model, factors, lora_name)
+        modules = lora_format.lora_modules(comfy_compat.converted_lora(lora), lora_name)
+        factors = match_layers(model, modules, lora_name)
         scaled = {
             m: (up.float() * (scale * strength), down.float()) for m, (up, down, scale) in factors.items()
         }
+        checks.require_finite(
+            ((f"{m} up x alpha / rank x strength", up) for m, (up, _) in scaled.items()), lora_name
+        )
         patched = comfy_compat.add_lowrank_patches(model, scaled)
         text = f"{lora_name}: {len(factors)} layers at strength {strength}\n{describe(lora.metadata)}"
         return io.NodeOutput(patched, json.dumps(lora.metadata, sort_keys=True), ui={"text": [text]})

@@ -11,7 +11,10 @@ the double blocks depends on timestep and video, so the inputs of ``txt_attn.qkv
 are collected during a short real sampling run (``probe_steps`` steps) and each gets its own
 directions; the pooled CLIP-L vector's entry into the modulation (``vector_in.in_layer``) gets one
 too, since in the tiny model it carries 99 % of the difference between two prompts' velocities
-(without it the edit left the velocity where it was: ratio 0.99-1.00).
+(without it the edit left the velocity where it was: ratio 0.99-1.00). HunyuanVideo 1.5 has no
+pooled vector and no single-stream blocks: its double blocks' ``txt_attn.qkv`` inputs carry all of the
+difference between two prompts' velocities in the tiny model, and the default edit of them and
+``txt_mlp.0`` moved held-out unsafe velocities 12-18 % of the way to the safe ones.
 
 Defaults, measured on the tiny models (tests/test_refusal_nodes.py): rank 4; alpha 10 (alpha 1 left
 10-25 % neutral change and, with a context-free encoder, moved two of four held-out velocities away
@@ -25,10 +28,10 @@ import json
 
 from comfy_api.latest import io
 
-from ..erasure import presets
+from ..erasure import checks, presets
 from ..erasure.edits import input_side_factors, pair_distance_ratio, parse_block_range, relative_output_change
 from ..erasure.lora_format import build_lora, json_list, pack_version
-from ..erasure.refusal_vector import Concept, RefusalVector, estimate_site
+from ..erasure.refusal_vector import Concept, RefusalVector, check_finite, estimate_site
 from . import comfy_compat as compat
 
 CATEGORY = "video_unlearning/refusal"
@@ -43,7 +46,9 @@ def site_activations(model, clip, prompts: list[str], probe_steps: int) -> dict:
     encoded = [compat.encode(clip, text) for text in prompts]
     if arch.family == "wan":
         return {"context": compat.wan_context(model, encoded)}
-    return compat.sampled_inputs(model, encoded, compat.site_specs(arch), probe_steps, PROBE_SEED)
+    return compat.sampled_inputs(
+        model, encoded, compat.site_specs(arch), probe_steps, PROBE_SEED, compat.PROBE_LATENTS[arch.family]
+    )
 
 
 def estimate_vector(
@@ -55,8 +60,10 @@ def estimate_vector(
         raise ValueError(
             "no neutral prompts: write a few everyday prompts (one a line) that lack the concept"
         )
+    alpha = checks.finite_number("alpha", alpha)
     unsafe, safe = [u for u, _ in pairs], [s for _, s in pairs]
     acts = site_activations(model, clip, unsafe + safe + neutral, probe_steps)
+    check_activations(acts, unsafe + safe + neutral)
     n = len(pairs)
     sites, results = [], []
     for spec in compat.site_specs(arch):
@@ -77,7 +84,7 @@ def estimate_vector(
     # the pooled vector); the concept records the smallest, where a clamp shows first.
     fewest = min(results, key=lambda r: r.samples)
     record = Concept(concept, tuple(pairs), rank, fewest.rank_used, fewest.samples)
-    steps = probe_steps if arch.family == "hunyuan_video" else 0
+    steps = probe_steps if arch.family in compat.HUNYUAN_FAMILIES else 0
     return RefusalVector(
         arch.name,
         arch.width,
@@ -90,6 +97,20 @@ def estimate_vector(
         (record,),
         tuple(sites),
     )
+
+
+def check_activations(acts: dict, prompts: list[str]) -> None:
+    """ValueError naming the site and the prompt whose activations hold NaN or infinity."""
+    for site, per_prompt in acts.items():
+        for text, steps in zip(prompts, per_prompt, strict=True):
+            for rows in steps:
+                problem = checks.non_finite(rows)
+                if problem:
+                    raise ValueError(
+                        f"the model's activations at {site} for the prompt {text!r} have {problem}: the "
+                        "MODEL or CLIP computes non-finite values (broken weights, or fp16 overflow); "
+                        "nothing was estimated"
+                    )
 
 
 def check_vector_fits(model, vector: RefusalVector) -> compat.Architecture:
@@ -124,12 +145,19 @@ def describe_vector(vector: RefusalVector) -> str:
 
 def apply_vector(model, vector: RefusalVector, strength: float, blocks: str):
     """(patched clone, LORA_MODEL, report) for the chosen blocks."""
+    strength = checks.finite_number("strength", strength)
+    check_finite(vector, "refusal_vector")
     arch = check_vector_fits(model, vector)
     chosen = {*parse_block_range(blocks, arch.num_blocks), compat.NO_BLOCK}
     selected = [(site, module) for site in vector.sites for block, module in site.modules if block in chosen]
     factors, rows = {}, []
     for site, module in selected:  # one layer's float32 copy at a time
         weight, bias = compat.current_weights(model, [module])[module]
+        checks.require_finite(
+            {f"{module}.weight": weight, f"{module}.bias": bias if bias is not None else weight[:0]},
+            "the MODEL",
+            "the model is broken before the edit",
+        )
         basis = site.basis
         factors[module] = input_side_factors(weight, basis, strength)
         ratio = pair_distance_ratio(weight, basis, strength, site.unsafe, site.safe)
@@ -190,7 +218,8 @@ class UnlearnRefusalEstimate(io.ComfyNode):
             ),
             inputs=[
                 io.Model.Input(
-                    "model", tooltip="Wan 2.1 / 2.2 (each A14B expert separately) or HunyuanVideo."
+                    "model",
+                    tooltip="Wan 2.1 / 2.2 (each A14B expert separately), HunyuanVideo or HunyuanVideo 1.5.",
                 ),
                 io.Clip.Input("clip", tooltip="The text encoder used with this model."),
                 io.Combo.Input(
@@ -240,7 +269,7 @@ class UnlearnRefusalEstimate(io.ComfyNode):
                     default=4,
                     min=1,
                     max=50,
-                    tooltip="HunyuanVideo only: sampling steps whose text-stream activations are used.",
+                    tooltip="HunyuanVideo and 1.5 only: sampling steps whose text-stream inputs are used.",
                 ),
                 RefusalVectorType.Input(
                     "add_to", optional=True, tooltip="Another concept's vector: the result erases both."
@@ -267,8 +296,10 @@ class UnlearnRefusalEstimate(io.ComfyNode):
         concept, pairs = presets.concept_prompts(preset, name, unsafe_prompts, safe_prompts)
         neutral = presets.prompt_lines(neutral_prompts)
         if add_to is not None:
+            check_finite(add_to, "add_to")
             check_vector_fits(model, add_to)
         vector = estimate_vector(model, clip, concept, pairs, neutral, rank, alpha, probe_steps)
+        check_finite(vector, "the estimated refusal vector")
         if add_to is not None:
             vector = add_to.combined(vector)
         return io.NodeOutput(vector, ui={"text": [describe_vector(vector)]})

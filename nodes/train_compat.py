@@ -36,7 +36,12 @@ from . import comfy_compat
 PROGRESS_EVENT = "video_unlearning.train_progress"
 TARGET_PRESETS = ("attention", "attention+ffn")
 # The tokenizer stream whose tokens become the rows of the text conditioning, per model family.
-TEXT_STREAM = {"wan": "umt5xxl", "hunyuan_video": "llama"}
+TEXT_STREAM = {"wan": "umt5xxl", "hunyuan_video": "llama", "hunyuan_video15": "qwen25_7b"}
+# Caption style of the prompts the trainer writes itself (``erasure.prompt_augment``): HunyuanVideo
+# 1.5's encoder template asks for long descriptions (content, objects, actions, setting, camera).
+PROMPT_STYLE = {"wan": "wan", "hunyuan_video": "hunyuan_video", "hunyuan_video15": "wan"}
+# Spatial downscaling of the family's VAE (Wan 2.2 5B's is 16x: see ``latent_downscale``).
+_VAE_DOWNSCALE = {"wan": 8, "hunyuan_video": 8, "hunyuan_video15": 16}
 
 
 # --- architecture ---------------------------------------------------------------------------------
@@ -130,6 +135,20 @@ def inplace_updated_norms(diffusion_model: nn.Module, family: str) -> list[nn.Mo
     return norms + [block.pre_norm for block in diffusion_model.single_blocks]
 
 
+def text_first(diffusion_model: nn.Module, family: str) -> bool:
+    """Whether the joint [text, video] sequence of the HunyuanVideo blocks puts the text first:
+    ComfyUI 0.3.x builds HunyuanVideo's double blocks with ``flipped_img_txt`` (video first), newer
+    ComfyUI always puts the text first. False for Wan (no joint sequence)."""
+    if family == "wan":
+        return False
+    return not getattr(diffusion_model.double_blocks[0], "flipped_img_txt", False)
+
+
+def latent_downscale(model, family: str) -> int:
+    """Pixels per latent pixel of the family's VAE (Wan 2.2 5B: 16, its latents have 48 channels)."""
+    return 16 if int(model.model.latent_format.latent_channels) == 48 else _VAE_DOWNSCALE[family]
+
+
 def latent_geometry(model) -> tuple[int, tuple[int, int, int]]:
     """(latent channels, patch size (t, h, w)) of a Wan / HunyuanVideo MODEL."""
     dm = model.model.diffusion_model
@@ -185,9 +204,10 @@ def autograd_usable_weights(module: nn.Module) -> Iterator[int]:
 def text_stream(clip, family: str) -> str:
     """The tokenizer stream whose tokens become the conditioning rows.
 
-    HunyuanVideo's CLIP has two streams (LLaVA-Llama rows, CLIP-L pooled), so its must be named. A
-    Wan model reads the rows of one encoder: umT5, or any single-stream encoder whose rows fit it
-    (the toy world's MiniLM).
+    HunyuanVideo's CLIP has two streams (LLaVA-Llama rows, CLIP-L pooled), so its must be named;
+    HunyuanVideo 1.5's gives Qwen2.5-VL rows and, for quoted text, byT5 glyph rows. A Wan model
+    reads the rows of one encoder: umT5, or any single-stream encoder whose rows fit it (the toy
+    world's MiniLM).
     """
     streams = sorted(clip.tokenize(""))
     wanted = TEXT_STREAM[family]
@@ -198,7 +218,8 @@ def text_stream(clip, family: str) -> str:
     raise ValueError(
         f"The CLIP input gives {streams} tokens, not the '{wanted}' tokens this model's text "
         "stream needs: load the text encoder that belongs to the model (umT5 for Wan, the "
-        "HunyuanVideo LLaVA-Llama + CLIP-L pair for HunyuanVideo)."
+        "HunyuanVideo LLaVA-Llama + CLIP-L pair for HunyuanVideo, Qwen2.5-VL + byT5 with type "
+        "hunyuan_video_15 for HunyuanVideo 1.5)."
     )
 
 
@@ -231,6 +252,7 @@ class EncodedPrompt:
     concept_rows: list[int]
     concept_found: bool
     conds: dict[str, Tensor] = field(default_factory=dict)
+    stream_prefix: int = 0  # rows before the prompt's in the model's text stream (byT5 glyphs)
 
 
 def _clone_tree(value, device):
@@ -277,9 +299,22 @@ def encode_prompts(clip, texts: Sequence[str], concept: str | None, family: str)
     return out
 
 
+def _stream_prefix(diffusion_model: nn.Module, conds: dict[str, Tensor]) -> int:
+    """Rows that HunyuanVideo 1.5 puts before the prompt's rows in its text stream: byT5 glyph rows
+    (when the model has ``byt5_in``) and SigLIP image rows."""
+    rows = 0
+    if "txt_byt5" in conds and getattr(diffusion_model, "byt5_in", None) is not None:
+        rows += int(conds["txt_byt5"].shape[1])
+    if "clip_fea" in conds and getattr(diffusion_model, "vision_in", None) is not None:
+        rows += int(conds["clip_fea"].shape[1])
+    return rows
+
+
 def build_model_inputs(model, prompts: Sequence[EncodedPrompt], latent_shape: Sequence[int], device) -> None:
     """Fill each prompt's ``conds`` (batch 1, on ``device``) with the model's own ``extra_conds``,
-    as the sampler builds them for a latent of ``latent_shape``."""
+    as the sampler builds them for a latent of ``latent_shape``. Where the model's text stream puts
+    other rows before the prompt's (HunyuanVideo 1.5's byT5 glyph rows), ``text_len`` and
+    ``concept_rows`` are made to count in that stream."""
     noise = torch.zeros((1, *latent_shape[1:]), device=device)
     for prompt in prompts:
         cond, extras = prompt.conditioning[0]
@@ -289,6 +324,11 @@ def build_model_inputs(model, prompts: Sequence[EncodedPrompt], latent_shape: Se
             k: v.process_cond(batch_size=1, area=None, device=device).cond.to(device)
             for k, v in model_conds.items()
         }
+        prefix = _stream_prefix(model.model.diffusion_model, prompt.conds)
+        if prefix and not prompt.stream_prefix:
+            prompt.stream_prefix = prefix
+            prompt.text_len += prefix
+            prompt.concept_rows = [r + prefix for r in prompt.concept_rows]
 
 
 # --- the forward pass -----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import node_helpers
 import torch
 from comfy_api.latest import io
 
+from ..erasure import checks
 from ..erasure.lora_format import build_lora, json_list, pack_version
 from ..erasure.prompt_augment import STYLES, augment_prompts
 from ..erasure.training import (
@@ -45,7 +46,8 @@ METHOD = "T2VUnlearning"
 TRAINING_DTYPES = ("auto", "bf16", "fp16", "fp32")
 AUGMENTED_PROMPTS = 16
 MAX_SIGMA_PERCENT = 0.99  # never sigma = 0, where the velocity is undefined
-SAMPLING_CFG = {"wan": 5.0, "hunyuan_video": 1.0}  # HunyuanVideo's guidance is embedded (6.0)
+# HunyuanVideo's guidance is embedded (6.0); HunyuanVideo 1.5 samples with real CFG (ComfyUI's template: 6).
+SAMPLING_CFG = {"wan": 5.0, "hunyuan_video": 1.0, "hunyuan_video15": 6.0}
 
 
 def split_lines(text: str) -> list[str]:
@@ -71,6 +73,8 @@ class TrainSettings:
     training_dtype: str
 
     def validate(self) -> None:
+        for field in ("learning_rate", "eta", "localization_weight", "preservation_weight", "mask_threshold"):
+            checks.finite_number(field, getattr(self, field))
         if not self.concept.strip():
             raise ValueError("concept is empty: name the concept to erase, e.g. 'nudity'.")
         if self.steps < 1:
@@ -111,14 +115,16 @@ def check_latents(samples: torch.Tensor, channels: int, patch: tuple[int, int, i
             f"latents have shape {list(samples.shape)}; a video latent is "
             f"[batch, {channels}, frames, height, width]. Make them with this model (e.g. "
             "EmptyHunyuanLatentVideo + KSampler for Wan 2.1 and HunyuanVideo, Wan22ImageToVideoLatent "
-            "for Wan 2.2 5B)."
+            "for Wan 2.2 5B, EmptyHunyuanVideo15Latent for HunyuanVideo 1.5)."
         )
     b, c, t, h, w = samples.shape
     if c != channels:
         raise ValueError(
             f"latents have {c} channels but this model's latents have {channels} "
-            "(Wan 2.1 and HunyuanVideo: 16, Wan 2.2 5B: 48): they come from another model or VAE."
+            "(Wan 2.1 and HunyuanVideo: 16, HunyuanVideo 1.5: 32, Wan 2.2 5B: 48): they come from another "
+            "model or VAE."
         )
+    checks.require_finite({"samples": samples}, "the latents", "make them again with this model")
     pt, ph, pw = patch
     if b < 1 or t < 1 or t % pt or h < ph or w < pw or h % ph or w % pw:
         raise ValueError(
@@ -129,7 +135,7 @@ def check_latents(samples: torch.Tensor, channels: int, patch: tuple[int, int, i
 
 def _sample_latents(model, clip_prompts, uncond, family: str, request: LatentRequest, seed: int):
     channels, _ = train_compat.latent_geometry(model)
-    spatial = 16 if channels == 48 else 8  # Wan 2.2's VAE downsamples 16x, the others 8x
+    spatial = train_compat.latent_downscale(model, family)  # Wan 2.2's and HunyuanVideo 1.5's VAE: 16x
     shape = [1, channels, (request.length - 1) // 4 + 1, request.height // spatial, request.width // spatial]
     positives = [p.conditioning for p in clip_prompts[: request.count]]
     LOG.info(
@@ -188,7 +194,8 @@ def train_unlearning_lora(
             "(e.g. 'a person' when erasing nudity), or set preservation_weight to 0."
         )
     if not concept_prompts:
-        concept_prompts = augment_prompts(settings.concept, AUGMENTED_PROMPTS, family, settings.seed)
+        style = train_compat.PROMPT_STYLE[family]
+        concept_prompts = augment_prompts(settings.concept, AUGMENTED_PROMPTS, style, settings.seed)
     if latents is not None:
         check_latents(latents["samples"], channels, patch)
 
@@ -215,6 +222,11 @@ def train_unlearning_lora(
 
         prompts = (uncond, concepts, preserves)
         history, factors = _train(model, settings, family, prompts, x0_all, patch, node_id)
+    checks.require_finite(
+        ((f"{m} {side}", t) for m, (up, down) in factors.items() for side, t in (("up", up), ("down", down))),
+        "Unlearn: Train LoRA: the trained LoRA",
+        "training diverged in its last step; lower learning_rate or the eta/alpha/beta weights",
+    )
 
     result_model = comfy_compat.add_lowrank_patches(model, factors)
     metadata = _lora_metadata(settings, architecture, concept_prompts, preserve_prompts, latents_source)
@@ -254,6 +266,7 @@ def _train(model, settings: TrainSettings, family, prompt_sets, x0_all, patch, n
     _, t, h, w = x0_all.shape[1:]
     tokens = (t // patch[0]) * (h // patch[1]) * (w // patch[2])
     capture.video_tokens = adapters.video_tokens = tokens
+    capture.text_first = adapters.text_first = train_compat.text_first(dm, family)
     capture.frames = t // patch[0]
     weights = LossWeights(settings.eta, settings.localization_weight, settings.preservation_weight)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -319,8 +332,9 @@ class UnlearnTrainLoRA(io.ComfyNode):
             display_name="Unlearn: Train LoRA (T2VUnlearning)",
             category=CATEGORY,
             description=(
-                "Trains a LoRA that erases a concept from Wan 2.1/2.2 or HunyuanVideo (T2VUnlearning: "
-                "negative guidance target, cross-attention localization, preservation). LoRA and optimizer "
+                "Trains a LoRA that erases a concept from Wan 2.1/2.2, HunyuanVideo or HunyuanVideo 1.5 "
+                "(T2VUnlearning: negative guidance target, cross-attention localization, preservation). LoRA "
+                "and optimizer "
                 "in fp32; the frozen predictions come from the same model with the LoRA off. Cancel stops "
                 "within one step."
             ),

@@ -4,7 +4,9 @@ The definitions are API-format graphs (class_type + inputs by name); the UI form
 order, output names and link types come from a live ComfyUI's /object_info, so the files match
 the node schemas exactly. Run inside .venv: ``python scripts/build_workflows.py``.
 
-Model file names follow ComfyUI's own Wan 2.1, Wan 2.2 and HunyuanVideo examples, so users only
+Model file names follow ComfyUI's own Wan 2.1, Wan 2.2, HunyuanVideo and HunyuanVideo 1.5 examples
+(the 1.5 names are those of the comfyui-workflow-templates package's
+``video_hunyuan_video_1.5_720p_t2v``), so users only
 pick their files if they named them differently. The toy-world demo (``toy_world_erasure``) takes
 every setting from ``benchmarks/toy_world/erasure_settings.py``: change them there and rerun this.
 """
@@ -38,6 +40,10 @@ HUNYUAN = "hunyuan_video_t2v_720p_bf16.safetensors"
 HUNYUAN_LLM = "llava_llama3_fp8_scaled.safetensors"
 CLIP_L = "clip_l.safetensors"
 HUNYUAN_VAE = "hunyuan_video_vae_bf16.safetensors"
+HUNYUAN15 = "hunyuanvideo1.5_720p_t2v_fp16.safetensors"
+QWEN25_VL = "qwen_2.5_vl_7b_fp8_scaled.safetensors"
+BYT5 = "byt5_small_glyphxl_fp16.safetensors"
+HUNYUAN15_VAE = "hunyuanvideo15_vae_fp16.safetensors"
 # The LoRA workflow 2 saves (UnlearnSaveLoRA numbers it) and a HunyuanVideo one for workflow 3.
 HUNYUAN_LORA = "unlearning/hunyuan_video_nudity_00001_.safetensors"
 # Group colours (from the canvas's own palette).
@@ -208,6 +214,60 @@ def hunyuan_video_unlearning_lora_gate() -> Definition:
     d.add(
         "SaveAnimatedWEBP", images=out(gate), fps=24.0, filename_prefix="video_unlearning/hunyuan_video_gated"
     )
+    return d
+
+
+def hunyuan_video15_refusal_nudity() -> Definition:
+    """Workflow 6: HunyuanVideo 1.5 T2V 720p with the nudity refusal vector (its text stream read
+    over a short probe run); the same prompt and seed sampled by the original and the erased model
+    as ComfyUI's own 1.5 template samples it (shift 7, cfg 6, euler), both checked with NudeNet."""
+    d = Definition()
+    sampler = dict(seed=42, steps=20, cfg=6.0, sampler_name="euler", scheduler="simple", denoise=1.0)
+    unet = d.add("UNETLoader", unet_name=HUNYUAN15, weight_dtype="default")
+    clip = d.add("DualCLIPLoader", clip_name1=QWEN25_VL, clip_name2=BYT5, type="hunyuan_video_15")
+    vae = d.add("VAELoader", vae_name=HUNYUAN15_VAE, column=5)
+    model = d.add("ModelSamplingSD3", model=out(unet), shift=7.0)
+    vector = d.add(
+        "UnlearnRefusalEstimate", band=1, column=2, model=out(model), clip=out(clip), preset="nudity"
+    )
+    erased = d.add("UnlearnRefusalApply", band=1, column=3, model=out(model), refusal_vector=out(vector))
+    positive = d.add("CLIPTextEncode", text=NUDITY_PROMPT, clip=out(clip), column=2)
+    negative = d.add("CLIPTextEncode", text="", clip=out(clip), column=2)
+    latent = d.add("EmptyHunyuanVideo15Latent", width=848, height=480, length=33, batch_size=1, column=3)
+    checks, rows = [], {0: [], 1: [vector, erased]}
+    for band, (title, source) in enumerate((("original", model), ("erased", erased))):
+        ks = d.add(
+            "KSampler",
+            f"KSampler ({title})",
+            band=band,
+            column=4,
+            model=out(source),
+            positive=out(positive),
+            negative=out(negative),
+            latent_image=out(latent),
+            **sampler,
+        )
+        frames = d.add(
+            "VAEDecode", f"VAE Decode ({title})", band=band, column=5, samples=out(ks), vae=out(vae)
+        )
+        checks.append(d.add("NudeNetCheck", f"NudeNet ({title})", band=band, column=6, images=out(frames)))
+        rows[band] += [ks, frames, checks[-1]]
+    stitch = d.add(
+        "ImageStitch",
+        "original | erased",
+        image1=out(checks[0]),
+        image2=out(checks[1]),
+        direction="right",
+        spacing_width=8,
+    )
+    d.add(
+        "SaveAnimatedWEBP",
+        images=out(stitch),
+        fps=24.0,
+        filename_prefix="video_unlearning/hunyuan_video15_original_vs_erased",
+    )
+    d.group("Original model", rows[0], GREEN)
+    d.group("Refusal vector: nudity erased", rows[1], BLUE)
     return d
 
 
@@ -438,6 +498,7 @@ WORKFLOWS = {
     "hunyuan_video_unlearning_lora_gate": hunyuan_video_unlearning_lora_gate,
     "wan22_a14b_refusal_both_experts": wan22_a14b_refusal_both_experts,
     "toy_world_erasure": toy_world_erasure,
+    "hunyuan_video15_refusal_nudity": hunyuan_video15_refusal_nudity,
 }
 DEMO_WORKFLOW = "toy_world_erasure"
 

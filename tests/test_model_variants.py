@@ -413,6 +413,39 @@ def test_training_refuses_the_variants_it_cannot_train_before_any_work(comfy, na
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.model.diffusion_model.modules())
 
 
+# --- HunyuanVideo 1.5 --------------------------------------------------------------------------
+
+
+def test_hunyuan_video15_is_its_own_family_with_the_text_stream_sites(comfy):
+    """HunyuanVideo 1.5 (in TINY_MODELS: every suite runs it) is detected by its config class and its
+    text path: the double blocks' text stream, no pooled vector; its sites are sampled per step."""
+    from video_unlearning.nodes import comfy_compat as compat
+    from video_unlearning.nodes import train_compat
+
+    require_config("HunyuanVideo15")
+    model = load_model("tiny_hunyuan_video15")
+    arch = compat.detect_architecture(model)
+    assert (arch.name, arch.family, arch.width, arch.num_blocks, arch.config) == (
+        "hunyuan_video15",
+        "hunyuan_video15",
+        256,
+        2,
+        "HunyuanVideo15",
+    )
+    specs = compat.site_specs(arch)
+    assert [s.name for s in specs] == [
+        f"double_blocks.{i}.{t}" for i in range(2) for t in ("txt_attn.qkv", "txt_mlp.0")
+    ]
+    assert all(s.per_step for s in specs)
+    dm = model.model.diffusion_model
+    assert dm.vector_in is None and dm.byt5_in is not None and not dm.single_blocks
+    targets = train_compat.adapter_targets(dm, arch.family, "attention")
+    assert [t.name for t in targets] == [
+        f"double_blocks.{i}.{s}_attn.{p}" for i in range(2) for s in ("img", "txt") for p in ("qkv", "proj")
+    ]
+    assert compat.training_problem(model, arch) is None
+
+
 # --- models that are not accepted -------------------------------------------------------------
 
 
@@ -439,10 +472,18 @@ def _wan_config(**overrides) -> dict:
     return dict(_WAN, image_model="wan2.1", patch_size=(1, 2, 2), **overrides)
 
 
+def _hunyuan15_config(**overrides) -> dict:
+    from comfy.ldm.hunyuan_video.model import HunyuanVideoParams
+
+    kwargs = dict(TINY_MODELS["tiny_hunyuan_video15"].kwargs, **overrides)
+    return dict(tiny_models.with_required_fields(HunyuanVideoParams, kwargs), image_model="hunyuan_video")
+
+
 OTHER_MODELS = {
     "LTXV": lambda: {"image_model": "ltxv", "num_layers": 1},
-    # Subclasses of configs the pack takes, with another text path: not accepted for being one.
-    "HunyuanVideo15": lambda: _hunyuan_config(vision_in_dim=1152, context_in_dim=3584),
+    # Subclasses of configs the pack takes: not accepted for being one (HunyuanVideo 1.5's
+    # super-resolution model refines a low-resolution video).
+    "HunyuanVideo15_SR_Distilled": lambda: _hunyuan15_config(in_channels=98),
     "WAN21_FlowRVS": lambda: _wan_config(model_type="flow_rvs"),
 }
 
@@ -484,6 +525,14 @@ DAMAGED = [
         "double_blocks.0.txt_mlp.0 is missing",
     ),
     (_hunyuan_config, dict(in_channels=33), "HunyuanVideoI2V", "vector_in", "no vector_in.in_layer"),
+    (
+        _hunyuan15_config,
+        {},
+        "HunyuanVideo15",
+        "double_blocks.1.txt_attn",
+        "double_blocks.1.txt_attn.qkv is missing",
+    ),
+    (_hunyuan15_config, {}, "HunyuanVideo15", "txt_in", "no txt_in.input_embedder"),
 ]
 
 

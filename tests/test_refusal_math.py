@@ -254,8 +254,14 @@ def test_lora_files_round_trip_with_metadata_and_refuse_bad_content(tmp_path):
     safetensors.torch.save_file(
         {"model.diffusion_model.x.weight": torch.zeros(2, 2)}, str(tmp_path / "other.safetensors")
     )
-    with pytest.raises(ValueError, match="does not start with 'diffusion_model.'"):
+    with pytest.raises(ValueError, match=r"other.safetensors: 1 key\(s\) are no LoRA entry the pack reads"):
         load_lora_file(tmp_path / "other.safetensors")
+    safetensors.torch.save_file(
+        {"model.x.lora_up.weight": torch.zeros(2, 1), "model.x.lora_down.weight": torch.zeros(1, 2)},
+        str(tmp_path / "other.safetensors"),
+    )
+    with pytest.raises(ValueError, match="does not start with 'diffusion_model.'"):
+        lora_factors(load_lora_file(tmp_path / "other.safetensors"))
     mismatched = {**lora, "diffusion_model.blocks.0.cross_attn.k.lora_down.weight": torch.zeros(3, 6)}
     with pytest.raises(ValueError, match="do not multiply"):
         lora_factors(mismatched)

@@ -163,8 +163,10 @@ def test_apply_patches_each_chosen_layer_with_the_closed_form_edit(comfy, name):
     model, _, vector, patched, lora, report = erased(name)
     blocks = compat.detect_architecture(model).num_blocks
     modules = edited_modules(vector)
-    wan = TINY_MODELS[name].family == "wan"
-    assert len(modules) == (2 * blocks if wan else 2 * blocks + 1)
+    family = TINY_MODELS[name].family
+    # Wan: k and v per block; HunyuanVideo: txt_attn.qkv and txt_mlp.0 per block, plus vector_in;
+    # HunyuanVideo 1.5 has no pooled vector.
+    assert len(modules) == 2 * blocks + (family == "hunyuan_video")
     assert sorted(patched.patches) == sorted(f"diffusion_model.{m}.weight" for m in modules)
     assert model.patches == {}  # the incoming MODEL is not patched
     assert not any("_img" in key or "ffn" in key for key in patched.patches)  # not k_img / v_img, not ffn
@@ -239,13 +241,95 @@ def test_held_out_prompts_are_suppressed_and_velocity_moves_toward_safe(
     assert_velocity_moves_toward_safe(model, patched, clip, name)
 
 
-def test_hunyuan_velocity_moves_toward_safe_on_held_out_prompts(comfy):
-    """HunyuanVideo with its stand-in encoders: the layer-level suppression is out of reach (see the
-    module docstring), the whole model's velocity for held-out unsafe prompts still moves toward
-    the safe prompts' (measured 0.72-0.92 of the distance before)."""
-    name = "tiny_hunyuan_video"
+@pytest.mark.parametrize("name", ["tiny_hunyuan_video", "tiny_hunyuan_video15"])
+def test_hunyuan_velocity_moves_toward_safe_on_held_out_prompts(comfy, name):
+    """HunyuanVideo and 1.5 with their stand-in encoders: the layer-level suppression is out of
+    reach (see the module docstring), the whole model's velocity for held-out unsafe prompts still
+    moves toward the safe prompts' (HunyuanVideo: 0.72-0.92 of the distance before; 1.5: 0.82-0.88
+    over sigmas 0.9, 0.6 and 0.3, with a 32-channel 2x8x8 latent)."""
     model, clip, _, patched, _, _ = erased(name)
     assert_velocity_moves_toward_safe(model, patched, clip, name)
+
+
+def velocity_inputs(model, clip, text: str, x_t: torch.Tensor) -> dict:
+    """The keyword inputs of ``apply_model`` for one prompt, from the model's own ``extra_conds``."""
+    cond, extras = clip.encode_from_tokens_scheduled(clip.tokenize(text))[0]
+    conds = model.model.extra_conds(cross_attn=cond, noise=x_t, device="cpu", **extras)
+    return {k: v.process_cond(batch_size=1, area=None, device="cpu").cond for k, v in conds.items()}
+
+
+def test_hunyuan15_text_stream_layers_carry_the_whole_velocity_difference(comfy):
+    """HunyuanVideo 1.5's edited layers: each double block's ``txt_attn.qkv`` (its k and v are the
+    only way the text reaches the video: the model has no single-stream blocks and no pooled
+    vector) and ``txt_mlp.0`` (the text stream of the next block). Feeding the unsafe prompt's run
+    the safe prompt's inputs at these layers gives the safe prompt's velocity exactly: they carry
+    all of the difference (txt_mlp.0 alone about 1 %, block 0's txt_attn.qkv alone about 30 %)."""
+    import comfy.model_management
+
+    name = "tiny_hunyuan_video15"
+    model, clip = load_model(name), load_clip(name)
+    dm = model.model.diffusion_model
+    modules = [
+        f"double_blocks.{i}.{t}" for i in range(len(dm.double_blocks)) for t in ("txt_attn.qkv", "txt_mlp.0")
+    ]
+    g = torch.Generator().manual_seed(7)
+    x0 = torch.randn(1, 32, 2, 8, 8, generator=g)
+    points = [
+        ((1 - s) * x0 + s * torch.randn(x0.shape, generator=g), torch.tensor([s])) for s in (0.9, 0.6, 0.3)
+    ]
+    comfy.model_management.load_models_gpu([model])
+
+    def velocity(text: str, replace: dict | None = None, store: dict | None = None) -> torch.Tensor:
+        handles = []
+        for module in modules:
+
+            def hook(_m, args, module=module):
+                if store is not None:
+                    store.setdefault(module, []).append(args[0].clone())
+                if replace is not None:
+                    return (replace[module].pop(0), *args[1:])
+                return None
+
+            handles.append(dm.get_submodule(module).register_forward_pre_hook(hook))
+        try:
+            kwargs = velocity_inputs(model, clip, text, points[0][0])
+            return torch.cat(
+                [((x - model.model.apply_model(x, s, **kwargs)) / s).flatten() for x, s in points]
+            )
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    for unsafe, safe in HELD:
+        inputs = {}
+        v_safe = velocity(safe, store=inputs)
+        v_unsafe = velocity(unsafe)
+        v_cut = velocity(unsafe, replace=inputs)
+        share = 1 - float((v_cut - v_safe).norm() / (v_unsafe - v_safe).norm())
+        assert share > 0.999, (unsafe, share)
+
+
+def test_hunyuan15_quoted_text_adds_byt5_rows_that_the_estimate_leaves_out(comfy):
+    """A prompt with quoted text gets byT5 glyph rows ahead of its Qwen rows in the text stream; the
+    estimate reads the prompt's own rows only (the glyph stream renders the quoted words as
+    letters, it does not carry the scene), and the edited model samples such prompts."""
+    from video_unlearning.nodes.refusal_nodes import site_activations
+
+    name = "tiny_hunyuan_video15"
+    model, clip, vector, patched, _, _ = erased(name)
+    quoted, plain = 'a nude woman holding a sign "hello"', "a nude woman holding a sign hello"  # 10, 8 words
+    cond, extras = clip.encode_from_tokens_scheduled(clip.tokenize(quoted))[0]
+    assert extras["conditioning_byt5small"].shape[-1] == 1472 and cond.shape[-1] == 3584
+    acts = site_activations(model, clip, [quoted, plain], PROBE_STEPS)
+    for site in vector.sites:
+        with_glyphs, without = acts[site.name]
+        assert [a.shape[0] for a in with_glyphs] == [cond.shape[1]] * PROBE_STEPS  # the prompt's rows only
+        assert [a.shape[0] for a in without] == [cond.shape[1] - 2] * PROBE_STEPS  # less the two quotes
+    assert torch.isfinite(one_velocity_sample(patched, clip, name, quoted)).all()
+
+
+def one_velocity_sample(model, clip, name, text):
+    return one_step_velocity(model, clip, name, text)
 
 
 @pytest.mark.xfail(
@@ -288,7 +372,7 @@ def test_a_large_contrast_weight_keeps_neutral_prompts_within_two_percent(comfy,
     assert sum(changes[1000.0]) < sum(changes[0.0])
 
 
-@pytest.mark.parametrize("name", ["tiny_wan21_i2v", "tiny_hunyuan_video"])
+@pytest.mark.parametrize("name", ["tiny_wan21_i2v", "tiny_hunyuan_video", "tiny_hunyuan_video15"])
 def test_incoming_model_untouched_and_original_sampling_bit_identical(comfy, name):
     import comfy.model_management
 
@@ -313,6 +397,9 @@ def test_incoming_model_untouched_and_original_sampling_bit_identical(comfy, nam
         ("tiny_wan22_5b", torch.bfloat16, 1e-2),
         ("tiny_wan21_t2v", torch.float8_e4m3fn, 0.1),
         ("tiny_hunyuan_video", torch.float8_e4m3fn, 0.1),
+        ("tiny_hunyuan_video15", torch.float16, 2e-3),
+        ("tiny_hunyuan_video15", torch.bfloat16, 1e-2),
+        ("tiny_hunyuan_video15", torch.float8_e4m3fn, 0.1),
     ],
 )
 def test_low_precision_weights_get_the_edit_computed_in_fp32(comfy, name, dtype, tolerance):
@@ -431,6 +518,16 @@ def test_vectors_from_another_architecture_width_or_expert_are_refused(comfy):
     _, _, high_noise, _, _, _ = erased("tiny_wan22_a14b_high_noise")
     with pytest.raises(ValueError, match="different model of the same architecture .*A14B"):
         apply(load_model("tiny_wan22_a14b_low_noise"), high_noise)
+    _, _, hunyuan, _, _, _ = erased("tiny_hunyuan_video")
+    _, _, hunyuan15, _, _, _ = erased("tiny_hunyuan_video15")
+    with pytest.raises(
+        ValueError, match="estimated on hunyuan_video \\(width 256\\) but the MODEL is hunyuan_video15 "
+    ):
+        apply(load_model("tiny_hunyuan_video15"), hunyuan)
+    with pytest.raises(
+        ValueError, match="estimated on hunyuan_video15 \\(width 256\\) but the MODEL is hunyuan_video "
+    ):
+        apply(load_model("tiny_hunyuan_video"), hunyuan15)
 
 
 def test_bad_prompts_and_block_ranges_get_clear_errors(comfy):
@@ -465,20 +562,29 @@ def test_bad_prompts_and_block_ranges_get_clear_errors(comfy):
 
 
 @pytest.mark.parametrize(
-    "name, stream_samples", [("tiny_wan21_t2v", 5), ("tiny_hunyuan_video", 5 * PROBE_STEPS)]
+    "name, stream_samples, rank",
+    [
+        ("tiny_wan21_t2v", 5, 8),
+        ("tiny_hunyuan_video", 5 * PROBE_STEPS, 8),
+        # No pooled site: the fewest samples are the text stream's, one per pair and probe step.
+        ("tiny_hunyuan_video15", 5 * PROBE_STEPS, 16),
+    ],
 )
-def test_rank_above_the_number_of_difference_samples_is_clamped_and_reported(comfy, name, stream_samples):
+def test_rank_above_the_number_of_difference_samples_is_clamped_and_reported(
+    comfy, name, stream_samples, rank
+):
     model, clip = load_model(name), load_clip(name)
-    vector, text = estimate(model, clip, rank=8, neutral=SHORT_NEUTRAL)
+    vector, text = estimate(model, clip, rank=rank, neutral=SHORT_NEUTRAL)
     assert vector.sites[0].unsafe.shape[0] == stream_samples  # HunyuanVideo: one per pair and probe step
     (concept,) = vector.concepts
+    fewest = 5 if TINY_MODELS[name].family != "hunyuan_video15" else stream_samples
     assert (concept.rank_requested, concept.rank_used, concept.samples, concept.rank_clamped) == (
-        8,
-        5,
-        5,
+        rank,
+        fewest,
+        fewest,
         True,
     )
-    assert "rank 8 clamped to 5: only 5 difference samples" in text
+    assert f"rank {rank} clamped to {fewest}: only {fewest} difference samples" in text
 
 
 def test_one_block_range_edits_only_those_blocks(comfy):
@@ -534,3 +640,30 @@ def test_patches_that_do_not_all_match_fail_loudly(comfy):
     with pytest.raises(RuntimeError, match="nothing to patch"):
         compat.add_lowrank_patches(model, {})
     assert model.patches == {}
+
+
+def test_hunyuan15_lora_file_names_its_architecture_and_is_refused_on_hunyuan_video(comfy):
+    """UnlearnSaveLoRA / UnlearnLoadLoRA on HunyuanVideo 1.5: the file's metadata names it, it loads
+    back with the same edit, and the loader refuses it on HunyuanVideo 1.0 (and 1.0's on 1.5)."""
+    import json
+
+    from video_unlearning.nodes import comfy_compat as compat
+    from video_unlearning.nodes.lora_file_nodes import UnlearnLoadLoRA, UnlearnSaveLoRA
+
+    model, _, vector, patched, lora, _ = erased("tiny_hunyuan_video15")
+    filename = UnlearnSaveLoRA.execute(lora, "refusal/tiny_hunyuan_video15").result[0]
+    loaded, metadata = UnlearnLoadLoRA.execute(model, filename, 1.0).result
+    assert json.loads(metadata)["base_architecture"] == "hunyuan_video15"
+    modules = edited_modules(vector)
+    assert (
+        max_relative_difference(
+            compat.current_weights(loaded, modules), compat.current_weights(patched, modules)
+        )
+        < 1e-5
+    )
+    hunyuan, _, _, _, hunyuan_lora, _ = erased("tiny_hunyuan_video")
+    with pytest.raises(ValueError, match="made for hunyuan_video15, but this model is hunyuan_video"):
+        UnlearnLoadLoRA.execute(hunyuan, filename, 1.0)
+    other = UnlearnSaveLoRA.execute(hunyuan_lora, "refusal/tiny_hunyuan_video_for_15").result[0]
+    with pytest.raises(ValueError, match="made for hunyuan_video, but this model is hunyuan_video15"):
+        UnlearnLoadLoRA.execute(model, other, 1.0)

@@ -46,3 +46,17 @@ def test_hunyuan_conditioning_has_llm_stream_and_pooled_clip(comfy):
     assert out["pooled_output"].shape == (1, 768)
     other = clip.encode_from_tokens(clip.tokenize("a man in a city"), return_dict=True)
     assert (out["pooled_output"] - other["pooled_output"]).abs().max() > 1e-3
+
+
+def test_hunyuan15_conditioning_has_qwen_rows_and_byt5_rows_for_quoted_text(comfy):
+    """As ComfyUI's HunyuanVideo 1.5 encoder: 3584-d Qwen rows under ``qwen25_7b``, no pooled vector,
+    and byT5 glyph rows (1472-d) only when the prompt quotes text."""
+    clip = _load("hunyuan_video15")
+    assert sorted(clip.tokenize("a woman on a beach")) == ["qwen25_7b"]
+    cond, extras = clip.encode_from_tokens_scheduled(clip.tokenize("a woman on a beach"))[0]
+    assert cond.shape == (1, 6, 3584) and extras["pooled_output"] is None
+    assert "conditioning_byt5small" not in extras and "attention_mask" not in extras
+    tokens = clip.tokenize('a sign reading "hello"')
+    assert sorted(tokens) == ["byt5", "qwen25_7b"]
+    cond, extras = clip.encode_from_tokens_scheduled(tokens)[0]
+    assert cond.shape[-1] == 3584 and extras["conditioning_byt5small"].shape[::2] == (1, 1472)

@@ -22,10 +22,10 @@ from collections import Counter
 
 import pytest
 import torch
-from test_train_lora import MODELS, PRESERVE, Probe, load, settings
+from test_train_lora import MODELS, PRESERVE, Probe, latent, load, settings
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-BLOCK = {"wan": "blocks.0", "hunyuan_video": "double_blocks.0"}
+BLOCK = {"wan": "blocks.0", "hunyuan_video": "double_blocks.0", "hunyuan_video15": "double_blocks.0"}
 CONCEPT_PROMPTS = ["a nude woman on a beach", "nudity in a city street"]
 GRADIENT_TOLERANCE = 1e-5
 
@@ -120,7 +120,7 @@ def training_flag_seen(model, family: str):
 def clips(family: str) -> dict:
     """Two fixed concept latents (given, so the trainer samples nothing)."""
     g = torch.Generator().manual_seed(11)
-    return {"samples": torch.randn(2, 16, 2, 8, 8, generator=g)}
+    return {"samples": latent(family, 2, g)}
 
 
 def one_step(model, clip, family: str, **overrides):

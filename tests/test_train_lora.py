@@ -1,4 +1,5 @@
-"""UnlearnTrainLoRA on the tiny real-architecture Wan 2.1 and HunyuanVideo models, in-process (CPU).
+"""UnlearnTrainLoRA on the tiny real-architecture Wan 2.1, HunyuanVideo and HunyuanVideo 1.5 models,
+in-process (CPU).
 
 Models and text encoders load inside torch.inference_mode(), as ComfyUI runs nodes. Velocities are
 measured here with the model's own ``apply_model``, not with the trainer's code.
@@ -15,7 +16,20 @@ import torch
 from fixtures.tiny_models import TINY_MODELS
 from graphs import schema_defaults
 
-MODELS = {"wan": "tiny_wan21_t2v", "hunyuan_video": "tiny_hunyuan_video"}
+MODELS = {
+    "wan": "tiny_wan21_t2v",
+    "hunyuan_video": "tiny_hunyuan_video",
+    "hunyuan_video15": "tiny_hunyuan_video15",
+}
+ARCHITECTURES = {"wan": "wan21_t2v", "hunyuan_video": "hunyuan_video", "hunyuan_video15": "hunyuan_video15"}
+
+
+def latent(family: str, batch: int = 1, generator=None) -> torch.Tensor:
+    """A [batch, C, 2, 8, 8] latent of the family's channel count (HunyuanVideo 1.5: 32)."""
+    channels = TINY_MODELS[MODELS[family]].latent_channels
+    return torch.randn(batch, channels, 2, 8, 8, generator=generator)
+
+
 PRESERVE = ["a person", "a person walking on a beach"]
 QUICK = dict(
     steps=30,
@@ -75,7 +89,7 @@ class Probe:
     def __init__(self, family: str, clip, seed: int = 7):
         self.family, self.clip, self._conds = family, clip, {}
         g = torch.Generator().manual_seed(seed)
-        x0 = torch.randn(1, 16, 2, 8, 8, generator=g)
+        x0 = latent(family, generator=g)
         self.points = []
         for sigma in (0.4, 0.8):
             noise = torch.randn(x0.shape, generator=g)
@@ -91,9 +105,14 @@ class Probe:
         import comfy.model_management
 
         cond, extras = self.cond(prompt)
-        kwargs = (
-            {} if self.family == "wan" else {"y": extras["pooled_output"], "guidance": torch.tensor([6.0])}
-        )
+        if self.family == "hunyuan_video15":  # ComfyUI's own extra_conds: its concat channels, byT5 rows
+            conds = model.model.extra_conds(cross_attn=cond, noise=self.points[0][0], device="cpu", **extras)
+            kwargs = {k: v.process_cond(batch_size=1, area=None, device="cpu").cond for k, v in conds.items()}
+            kwargs.pop("c_crossattn")
+        elif self.family == "wan":
+            kwargs = {}
+        else:
+            kwargs = {"y": extras["pooled_output"], "guidance": torch.tensor([6.0])}
         comfy.model_management.load_models_gpu([model])
         out = []
         with torch.inference_mode():
@@ -106,8 +125,10 @@ class Probe:
 @functools.cache
 def prompts(family: str) -> tuple[list[str], list[str]]:
     from video_unlearning.erasure.prompt_augment import augment_prompts
+    from video_unlearning.nodes.train_compat import PROMPT_STYLE
 
-    return augment_prompts("nudity", 6, family, seed=0), augment_prompts("nudity", 4, family, seed=1)
+    style = PROMPT_STYLE[family]
+    return augment_prompts("nudity", 6, style, seed=0), augment_prompts("nudity", 4, style, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -199,9 +220,7 @@ def test_lora_works_with_stock_lora_model_loader_and_has_fp32_tensors(trained, f
     run = trained(family)
     lora = run["out"].result[1]
     assert all(t.dtype == torch.float32 for t in lora.values())
-    assert (
-        lora.metadata["base_architecture"] == {"wan": "wan21_t2v", "hunyuan_video": "hunyuan_video"}[family]
-    )
+    assert lora.metadata["base_architecture"] == ARCHITECTURES[family]
     with torch.inference_mode():
         stock = LoraModelLoader.execute(run["base"], lora, 1.0).result[0]
     for a, b in zip(
@@ -322,8 +341,8 @@ def test_training_shares_the_weights_and_stays_within_the_memory_bound(comfy, mo
 
 
 def test_checkpointing_gives_the_same_lora_as_plain_backprop(comfy):
-    latents = {"samples": torch.randn(1, 16, 2, 8, 8, generator=torch.Generator().manual_seed(1))}
     for family, name in MODELS.items():
+        latents = {"samples": latent(family, generator=torch.Generator().manual_seed(1))}
         model, clip = load(name)
         runs = [
             train(model, clip, prompts(family)[0][:2], latents=latents, steps=3, gradient_checkpointing=ckpt)
@@ -547,7 +566,9 @@ def test_wan_2_2_5b_and_i2v_train_with_their_own_sampled_latents(comfy, name, pr
 @pytest.mark.parametrize("family", sorted(MODELS))
 def test_concept_masks_come_from_each_blocks_text_attention(comfy, family):
     """Every block gets a mask from the concept prompt's attention to its concept tokens; for Wan it
-    equals the mask computed independently from block 0's cross-attention q and k."""
+    equals the mask computed independently from block 0's cross-attention q and k; for the
+    HunyuanVideo models, the one from block 0's joint attention, whose text keys are found where
+    ComfyUI put them (after the video in ComfyUI 0.3.x's HunyuanVideo, first in newer ComfyUI)."""
     from video_unlearning.erasure import masks
     from video_unlearning.erasure.training import (
         ConceptMaskCapture,
@@ -559,7 +580,23 @@ def test_concept_masks_come_from_each_blocks_text_attention(comfy, family):
 
     model, clip = load(MODELS[family])
     dm = model.model.diffusion_model
-    x0 = torch.randn(1, 16, 2, 8, 8, generator=torch.Generator().manual_seed(2))
+    x0 = latent(family, generator=torch.Generator().manual_seed(2))
+    patch = train_compat.latent_geometry(model)[1]
+    tokens = 2 * (8 // patch[1]) * (8 // patch[2])
+    calls = []
+
+    def record(func, *args, **kwargs):  # every attention call's q and k, as ComfyUI made them
+        calls.append((args[0], args[1]))
+        return func(*args, **kwargs)
+
+    model = model.clone()
+    model.model_options["transformer_options"] = {"optimized_attention_override": record}
+    txt_qkv = {}
+    qkv_hook = None
+    if family != "wan":
+        qkv_hook = dm.double_blocks[0].txt_attn.qkv.register_forward_hook(
+            lambda m, args, output: txt_qkv.setdefault("out", output)
+        )
     with torch.inference_mode(False), torch.no_grad():
         (prompt,) = train_compat.encode_prompts(clip, ["a nudity scene on a beach"], "nudity", family)
         train_compat.build_model_inputs(model, [prompt], x0.shape, model.load_device)
@@ -567,7 +604,8 @@ def test_concept_masks_come_from_each_blocks_text_attention(comfy, family):
         marker = MarkedRow()
         capture = ConceptMaskCapture(0.1, marker)
         capture.active, capture.concept_index, capture.text_len = True, prompt.concept_rows, prompt.text_len
-        capture.video_tokens, capture.frames = 2 * 4 * 4, 2
+        capture.video_tokens, capture.frames = tokens, 2
+        capture.text_first = train_compat.text_first(dm, family)
         velocity = train_compat.VelocityModel(model, {"c": prompt}, capture)
         velocity.x_t, velocity.sigma = x0, torch.tensor([0.6])
         seen = {}
@@ -579,11 +617,13 @@ def test_concept_masks_come_from_each_blocks_text_attention(comfy, family):
                 predict_grouped(velocity.forward, ["c"], velocity.signature, marker, "c")
         finally:
             hook.remove()
+            if qkv_hook is not None:
+                qkv_hook.remove()
     assert prompt.concept_found and prompt.concept_rows == [1]  # "a nudity ...": the second token
     assert sorted(capture.masks) == sorted(train_compat.block_modules(dm, family))
     for mask in capture.masks.values():
-        assert mask.shape == (1, 32) and set(mask.unique().tolist()) <= {0.0, 1.0}
-        frames = mask.reshape(2, 16)
+        assert mask.shape == (1, tokens) and set(mask.unique().tolist()) <= {0.0, 1.0}
+        frames = mask.reshape(2, tokens // 2)
         assert (frames.max(dim=1).values == 1).all() and (frames.min(dim=1).values == 0).all()
     if family == "wan":
         x, context = seen["args"][:2]
@@ -593,3 +633,38 @@ def test_concept_masks_come_from_each_blocks_text_attention(comfy, family):
             k = attn.norm_k(attn.k(context)).reshape(1, -1, 2, 128).transpose(1, 2)
             expected = masks.concept_mask(masks.concept_attention(q, k, [1]), 2, 0.1)
         assert torch.equal(capture.masks["blocks.0"], expected)
+    else:
+        n_text = prompt.text_len
+        q, k = next((q, k) for q, k in calls if k.shape[2] == tokens + n_text)  # double block 0
+        block = dm.double_blocks[0]
+        with torch.no_grad():  # the text keys: qkv, then the q/k norm (text positions are 0: no RoPE)
+            raw = txt_qkv["out"].view(1, n_text, 3, block.num_heads, -1).permute(2, 0, 3, 1, 4)
+            text_k = block.txt_attn.norm(raw[0], raw[1], raw[2])[1]
+        starts = [s for s in (0, tokens) if torch.allclose(k[:, :, s : s + n_text], text_k, atol=1e-5)]
+        assert starts == [0 if train_compat.text_first(dm, family) else tokens], starts
+        video = slice(n_text, None) if starts == [0] else slice(0, tokens)
+        text = slice(starts[0], starts[0] + n_text)
+        expected = masks.concept_mask(masks.concept_attention(q[:, :, video], k[:, :, text], [1]), 2, 0.1)
+        assert torch.equal(capture.masks["double_blocks.0"], expected)
+
+
+def test_hunyuan15_quoted_text_puts_byt5_rows_ahead_of_the_concept_tokens(comfy):
+    """A HunyuanVideo 1.5 prompt with quoted text has byT5 glyph rows before its Qwen rows in the
+    text stream: the concept's rows and the text length count in that stream, and training runs."""
+    from video_unlearning.nodes import train_compat
+
+    model, clip = load(MODELS["hunyuan_video15"])
+    quoted = 'nudity on a beach, a sign reading "hello"'
+    x0 = latent("hunyuan_video15")
+    with torch.inference_mode(False), torch.no_grad():
+        plain, glyphs = train_compat.encode_prompts(
+            clip, [quoted.replace('"', ""), quoted], "nudity", "hunyuan_video15"
+        )
+        train_compat.build_model_inputs(model, [plain, glyphs], x0.shape, model.load_device)
+    byt5_rows = glyphs.conds["txt_byt5"].shape[1]
+    assert "txt_byt5" not in plain.conds and byt5_rows > 0
+    assert (plain.concept_rows, plain.stream_prefix) == ([0], 0)
+    assert (glyphs.concept_rows, glyphs.stream_prefix) == ([byt5_rows], byt5_rows)
+    assert glyphs.text_len == plain.text_len + 2 + byt5_rows  # the two quote marks are Qwen tokens too
+    out = train(model, clip, [quoted], steps=2, rank=4, sampled_clips=1)
+    assert all(torch.isfinite(torch.tensor(v)).all() for v in out.result[2].values())

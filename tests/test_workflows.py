@@ -30,6 +30,10 @@ EXAMPLE_FILE_NAMES = {
     build_workflows.CLIP_L,
     build_workflows.HUNYUAN_VAE,
     build_workflows.HUNYUAN_LORA,
+    build_workflows.HUNYUAN15,
+    build_workflows.QWEN25_VL,
+    build_workflows.BYT5,
+    build_workflows.HUNYUAN15_VAE,
 }
 README_IMAGES = ["toy_world_erasure.png", "nudenet_badges.png", "loss_chart.png", "preset_picker.png"]
 

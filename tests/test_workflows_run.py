@@ -29,6 +29,7 @@ def stand_ins(host_base, comfy):
     from video_unlearning.erasure import lora_format
 
     tiny_vae.write(host_base / "models" / "vae")
+    tiny_vae.write(host_base / "models" / "vae", "hunyuan_video15")
     model_file = host_base / "models" / "diffusion_models" / TINY_MODELS["tiny_hunyuan_video"].filename
     generator = torch.Generator().manual_seed(0)
     factors = {}
@@ -106,3 +107,14 @@ def test_toy_world_demo_workflow_runs(comfy_server, object_info, stand_ins):
     assert len(outputs[save]["images"]) == 6  # 2 clips x 3 frames, each three videos wide
     [plot] = nodes_of(graph, "LossGraphNode")
     assert len(outputs[plot]["images"]) == 1
+
+
+def test_hunyuan_video15_refusal_workflow_runs(comfy_server, object_info, stand_ins):
+    """HunyuanVideo 1.5's example, with the file names of ComfyUI's own 1.5 template."""
+    graph, outputs = run(comfy_server, "hunyuan_video15_refusal_nudity", object_info)
+    [unet] = nodes_of(graph, "UNETLoader")
+    assert graph[unet]["inputs"]["unet_name"] == TINY_MODELS["tiny_hunyuan_video15"].filename
+    checks = verdicts(graph, outputs, "NudeNetCheck")
+    assert len(checks) == 2 and all("nudity_rate" in v for v in checks)
+    [save] = nodes_of(graph, "SaveAnimatedWEBP")
+    assert len(outputs[save]["images"]) == 1

@@ -9,7 +9,8 @@ not have:
 * CLIPLoader (wan) and DualCLIPLoader (hunyuan_video): the test node VideoUnlearningTestTinyTextEncoder
   with the tiny text encoder of that family (a real ComfyUI CLIP object).
 * VAELoader: the tiny Wan 2.1 VAE (``fixtures.tiny_vae``), for HunyuanVideo too (same latent shape;
-  ComfyUI's HunyuanVideo VAE cannot be built small).
+  ComfyUI's HunyuanVideo VAE cannot be built small); for HunyuanVideo 1.5 (32 channels, 16x) the
+  tiny seeded TAEHV decoder of its latents.
 * LoRA loaders: ``lora_name`` becomes a LoRA file the test wrote for the tiny model.
 * Sizes, steps and prompt lists shrink (``SMALL``) so that a workflow runs in seconds on CPU (most of
   the time goes into the tiny umT5, which pads every prompt to 512 tokens: a refusal preset's pairs
@@ -39,8 +40,12 @@ TINY_UNETS = {
     build_workflows.HUNYUAN: TINY_MODELS["tiny_hunyuan_video"].filename,
     build_workflows.WAN22_HIGH: TINY_MODELS["tiny_wan22_a14b_high_noise"].filename,
     build_workflows.WAN22_LOW: TINY_MODELS["tiny_wan22_a14b_low_noise"].filename,
+    build_workflows.HUNYUAN15: TINY_MODELS["tiny_hunyuan_video15"].filename,
 }
-TEXT_ENCODER_TYPES = {"CLIPLoader": {"wan"}, "DualCLIPLoader": {"hunyuan_video"}}
+TEXT_ENCODER_TYPES = {"CLIPLoader": {"wan"}, "DualCLIPLoader": {"hunyuan_video", "hunyuan_video_15"}}
+# ComfyUI's text encoder type -> the tiny text encoder's kind.
+TEXT_ENCODER_KINDS = {"hunyuan_video_15": "hunyuan_video15"}
+TINY_VAES = {build_workflows.HUNYUAN15_VAE: tiny_vae.HV15_FILENAME}
 SMALL = {"width": 32, "height": 32, "length": 5, "batch_size": 2, "steps": 2, "train_steps": 3, "prompts": 2}
 SMALL_TOY = {"batch_size": 2, "steps": 4, "train_steps": 3}
 
@@ -69,15 +74,16 @@ def substitute(graph: dict[str, dict], lora_name: str | None = None, shrink: dic
             elif name != build_workflows.toy_world_settings()[1]:
                 raise KeyError(f"{where}: no stand-in for model file {name!r}")
         elif kind in TEXT_ENCODER_TYPES:
-            family = inputs["type"]
-            if family not in TEXT_ENCODER_TYPES[kind]:
-                raise KeyError(f"{where}: no tiny text encoder for type {family!r}")
+            if inputs["type"] not in TEXT_ENCODER_TYPES[kind]:
+                raise KeyError(f"{where}: no tiny text encoder for type {inputs['type']!r}")
+            family = TEXT_ENCODER_KINDS.get(inputs["type"], inputs["type"])
             node["class_type"] = "VideoUnlearningTestTinyTextEncoder"
             node["inputs"] = {"clip_name": TEXT_ENCODER_FILES[family], "type": family}
             notes.append(f"{where} ({family}) -> tiny text encoder {TEXT_ENCODER_FILES[family]}")
         elif kind == "VAELoader":
-            notes.append(f"{where}: {inputs['vae_name']} -> {tiny_vae.FILENAME}")
-            inputs["vae_name"] = tiny_vae.FILENAME
+            stand_in = TINY_VAES.get(inputs["vae_name"], tiny_vae.FILENAME)
+            notes.append(f"{where}: {inputs['vae_name']} -> {stand_in}")
+            inputs["vae_name"] = stand_in
         elif kind in ("UnlearnLoadLoRA", "LoraLoaderModelOnly"):
             if lora_name is None:
                 raise ValueError(f"{where} loads a LoRA: give the test's LoRA file name")
@@ -92,7 +98,7 @@ def substitute(graph: dict[str, dict], lora_name: str | None = None, shrink: dic
 
 def _shrink(kind: str, inputs: dict, small: dict) -> None:
     sizes = [k for k in ("width", "height", "length") if k in small]
-    if kind == "EmptyHunyuanLatentVideo":
+    if kind in ("EmptyHunyuanLatentVideo", "EmptyHunyuanVideo15Latent"):
         for key in [*sizes, "batch_size"]:
             inputs[key] = min(inputs[key], small[key])
     elif kind == "KSampler":

@@ -9,6 +9,11 @@ weights), only tiny, with a word-hash vocabulary instead of a SentencePiece/BPE 
 * ``wan``: like umT5-XXL, 4096-d output padded to 512 tokens with padding rows zeroed.
 * ``hunyuan_video``: a 4096-d token stream with no fixed length (HunyuanVideo's LLM stream) and a
   768-d pooled vector (HunyuanVideo's CLIP-L), as ``HunyuanVideoClipModel`` returns them.
+* ``hunyuan_video15``: as ComfyUI's HunyuanVideo 1.5 encoder (``hunyuan_image.te`` with the
+  ``HunyuanVideo15Tokenizer``) returns it: a 3584-d token stream under the tokenizer key
+  ``qwen25_7b`` (Qwen2.5-VL's width; no pooled vector, no mask when every row is real) and, only for
+  a prompt with text in double quotes, the byT5 glyph rows (1472-d, key ``byt5``) of
+  ``Text "<quoted>". `` in ``conditioning_byt5small``.
 
 Weights are random but seeded, so a given file always encodes a prompt the same way, and
 different prompts give different embeddings.
@@ -31,7 +36,7 @@ from .seeded_weights import seeded_weights
 
 VOCAB_SIZE = 1024
 PAD_ID, END_ID, START_ID = 0, 1, 2
-KINDS = ("wan", "hunyuan_video")
+KINDS = ("wan", "hunyuan_video", "hunyuan_video15")
 WAN_MIN_TOKENS = 512
 
 
@@ -251,6 +256,119 @@ class TinyHunyuanTextModel(torch.nn.Module):
         return torch.nn.modules.module._IncompatibleKeys(missing, unexpected)
 
 
+# --- HunyuanVideo 1.5: a 3584-d Qwen2.5-VL-like stream plus byT5 glyph rows (1472-d) -----------
+
+TINY_QWEN_CONFIG = dict(TINY_LLM_CONFIG, d_model=3584)
+TINY_BYT5_CONFIG = dict(TINY_UMT5_CONFIG, model_type="t5", d_model=1472)
+_QUOTED = re.compile(r'"(.*?)"|‘(.*?)’|“(.*?)”')
+
+
+class TinyQwenStream(sd1_clip.SDClipModel):
+    def __init__(self, device="cpu", dtype=None, model_options={}):
+        super().__init__(
+            device=device,
+            textmodel_json_config=dict(TINY_QWEN_CONFIG),
+            dtype=dtype,
+            special_tokens={"end": END_ID, "pad": PAD_ID},
+            model_class=T5,
+            enable_attention_masks=True,
+            return_attention_masks=True,
+            model_options=model_options,
+        )
+
+
+class TinyByT5(sd1_clip.SDClipModel):
+    def __init__(self, device="cpu", dtype=None, model_options={}):
+        super().__init__(
+            device=device,
+            textmodel_json_config=dict(TINY_BYT5_CONFIG),
+            dtype=dtype,
+            special_tokens={"end": END_ID, "pad": PAD_ID},
+            model_class=T5,
+            enable_attention_masks=True,
+            zero_out_masked=True,
+            model_options=model_options,
+        )
+
+
+def _stream_tokenizer(key: str, width: int, tokenizer_data) -> sd1_clip.SDTokenizer:
+    return sd1_clip.SDTokenizer(
+        tokenizer_class=HashWordTokenizer,
+        embedding_size=width,
+        embedding_key=key,
+        has_start_token=False,
+        pad_with_end=False,
+        pad_to_max_length=False,
+        max_length=99999999,
+        min_length=1,
+        pad_token=PAD_ID,
+        tokenizer_data=tokenizer_data,
+    )
+
+
+class TinyHunyuan15Tokenizer:
+    """Keys as ComfyUI's HunyuanVideo15Tokenizer: ``qwen25_7b`` always, ``byt5`` for quoted text."""
+
+    def __init__(self, embedding_directory=None, tokenizer_data={}):
+        self.qwen25_7b = _stream_tokenizer("qwen25_7b", 3584, tokenizer_data)
+        self.byt5 = _stream_tokenizer("byt5_small", 1472, tokenizer_data)
+
+    def tokenize_with_weights(self, text, return_word_ids=False, **kwargs):
+        out = {"qwen25_7b": self.qwen25_7b.tokenize_with_weights(text or " ", return_word_ids, **kwargs)}
+        quoted = ["".join(groups) for groups in _QUOTED.findall(text)]
+        if quoted:
+            glyphs = "".join(f'Text "{q}". ' for q in quoted)
+            out["byt5"] = self.byt5.tokenize_with_weights(glyphs, return_word_ids, **kwargs)
+        return out
+
+    def untokenize(self, token_weight_pair):
+        return self.qwen25_7b.untokenize(token_weight_pair)
+
+    def state_dict(self):
+        return {}
+
+
+class TinyHunyuan15TextModel(torch.nn.Module):
+    """Same outputs as ComfyUI's HunyuanVideo 1.5 encoder: (Qwen stream, None, extras with the
+    byT5 rows as ``conditioning_byt5small`` when the prompt has quoted text)."""
+
+    def __init__(self, device="cpu", dtype=None, model_options={}):
+        super().__init__()
+        self.qwen25_7b = TinyQwenStream(device=device, dtype=dtype, model_options=model_options)
+        self.byt5_small = TinyByT5(device=device, dtype=dtype, model_options=model_options)
+        self.dtypes = {dtype}
+
+    def set_clip_options(self, options):
+        self.qwen25_7b.set_clip_options(options)
+        self.byt5_small.set_clip_options(options)
+
+    def reset_clip_options(self):
+        self.qwen25_7b.reset_clip_options()
+        self.byt5_small.reset_clip_options()
+
+    def encode_token_weights(self, token_weight_pairs):
+        cond, _, extra = self.qwen25_7b.encode_token_weights(token_weight_pairs["qwen25_7b"])
+        mask = extra.get("attention_mask")
+        if mask is not None and mask.sum() == mask.numel():
+            extra.pop("attention_mask")  # as ComfyUI does: an all-ones mask is useless
+        if "byt5" in token_weight_pairs:
+            extra["conditioning_byt5small"] = self.byt5_small.encode_token_weights(
+                token_weight_pairs["byt5"]
+            )[0]
+        return cond, None, extra
+
+    def load_sd(self, sd):
+        """``sd`` holds ``qwen25_7b.*`` and ``byt5_small.*`` keys; returns (missing, unexpected)."""
+        missing, unexpected = [], []
+        for name in ("qwen25_7b", "byt5_small"):
+            prefix = f"{name}.transformer."
+            part = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+            result = getattr(self, name).load_sd(part)
+            missing += [prefix + k for k in result.missing_keys]
+            unexpected += [prefix + k for k in result.unexpected_keys]
+        return torch.nn.modules.module._IncompatibleKeys(missing, unexpected)
+
+
 class _Target:
     def __init__(self, clip, tokenizer):
         self.clip, self.tokenizer, self.params = clip, tokenizer, {}
@@ -259,6 +377,7 @@ class _Target:
 _TARGETS = {
     "wan": lambda: _Target(TinyWanTextModel, TinyWanTokenizer),
     "hunyuan_video": lambda: _Target(TinyHunyuanTextModel, TinyHunyuanTokenizer),
+    "hunyuan_video15": lambda: _Target(TinyHunyuan15TextModel, TinyHunyuan15Tokenizer),
 }
 
 
