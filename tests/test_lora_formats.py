@@ -18,6 +18,7 @@ import pytest
 import safetensors.torch
 import torch
 
+import graphs
 from fixtures.tiny_models import TINY_MODELS
 
 RANK = 4
@@ -71,13 +72,8 @@ CASES = [
 
 @pytest.fixture(autouse=True)
 def as_comfyui_runs_nodes():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        torch.set_num_threads(threads)
+    with graphs.as_comfyui_runs_nodes():
+        yield
 
 
 @functools.cache

@@ -14,6 +14,7 @@ import pytest
 import safetensors.torch
 import torch
 
+import graphs
 from fixtures.tiny_models import TINY_MODELS
 
 WAN = "tiny_wan21_t2v"
@@ -23,13 +24,8 @@ FOLDER = "strict"
 
 @pytest.fixture(autouse=True)
 def as_comfyui_runs_nodes():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        torch.set_num_threads(threads)
+    with graphs.as_comfyui_runs_nodes():
+        yield
 
 
 @functools.cache

@@ -160,10 +160,12 @@ TINY_CLIP_L_CONFIG = {
 
 
 class TinyLLMStream(sd1_clip.SDClipModel):
+    CONFIG = TINY_LLM_CONFIG
+
     def __init__(self, device="cpu", dtype=None, model_options={}):
         super().__init__(
             device=device,
-            textmodel_json_config=dict(TINY_LLM_CONFIG),
+            textmodel_json_config=dict(self.CONFIG),
             dtype=dtype,
             special_tokens={"end": END_ID, "pad": PAD_ID},
             model_class=T5,
@@ -263,18 +265,10 @@ TINY_BYT5_CONFIG = dict(TINY_UMT5_CONFIG, model_type="t5", d_model=1472)
 _QUOTED = re.compile(r'"(.*?)"|‘(.*?)’|“(.*?)”')
 
 
-class TinyQwenStream(sd1_clip.SDClipModel):
-    def __init__(self, device="cpu", dtype=None, model_options={}):
-        super().__init__(
-            device=device,
-            textmodel_json_config=dict(TINY_QWEN_CONFIG),
-            dtype=dtype,
-            special_tokens={"end": END_ID, "pad": PAD_ID},
-            model_class=T5,
-            enable_attention_masks=True,
-            return_attention_masks=True,
-            model_options=model_options,
-        )
+class TinyQwenStream(TinyLLMStream):
+    """The HunyuanVideo LLM stream at Qwen2.5-VL 7B's width."""
+
+    CONFIG = TINY_QWEN_CONFIG
 
 
 class TinyByT5(sd1_clip.SDClipModel):
