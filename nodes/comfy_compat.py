@@ -39,7 +39,7 @@ class Variant:
     """A ComfyUI model config class the nodes accept: our name for it and what it is."""
 
     name: str  # architecture name: in refusal vectors and in LoRA metadata (base_architecture)
-    family: str  # "wan", "hunyuan_video" or "hunyuan_video15": which text path is edited
+    family: str  # "wan", "hunyuan_video", "hunyuan_video15" or "ltxv": which text path is edited
     label: str  # for people, in messages
     # Why Unlearn: Train LoRA cannot train it ("": it can). The refusal-vector nodes need no
     # sampling on Wan and a plain text-prompted one on HunyuanVideo, so they take every variant.
@@ -107,19 +107,35 @@ VARIANTS: dict[str, Variant] = {
         "ComfyUI builds its image channels from a latent image, which the trainer does not pass to the model",
     ),
     "HunyuanVideo15": Variant("hunyuan_video15", "hunyuan_video15", "HunyuanVideo 1.5"),
+    # LTX-Video 0.9 (T2V and I2V, one config class): T5-XXL rows through ``caption_projection``
+    # into every block's cross attention ``attn2``; the context depends on neither timestep nor
+    # video (as in Wan). LTX-2 (LTXAV, audio + video) is another family.
+    "LTXV": Variant(
+        "ltxv",
+        "ltxv",
+        "LTX-Video",
+        "the trainer does not know LTX-Video's blocks yet (adapter targets, concept mask, latents)",
+    ),
 }
 ARCHITECTURES = {config: variant.name for config, variant in VARIANTS.items()}
 SUPPORTED_TEXT = (
     "Wan 2.1 T2V/I2V (1.3B, 14B), Wan 2.2 5B, Wan 2.2 A14B experts, the Wan variants with Wan's text "
     "path (VACE, Fun Control, Fun Camera 2.1/2.2, HuMo, S2V, Animate, Animate 2, Causal AR T2V, SCAIL, "
     "SCAIL-2, WanDancer, where your ComfyUI has them), HunyuanVideo, HunyuanVideo I2V, SkyReels I2V, "
-    "HunyuanVideo 1.5 (T2V/I2V)"
+    "HunyuanVideo 1.5 (T2V/I2V), LTX-Video 0.9"
 )
 
 WAN_TARGETS = ("cross_attn.k", "cross_attn.v")
 HUNYUAN_TARGETS = ("txt_attn.qkv", "txt_mlp.0")
 HUNYUAN_POOLED = "vector_in.in_layer"  # takes the pooled CLIP-L vector into the modulation
 HUNYUAN_FAMILIES = ("hunyuan_video", "hunyuan_video15")  # double-stream text path, probe sampling
+LTXV_TARGETS = ("attn2.to_k", "attn2.to_v")
+# Families whose cross-attention context is a fixed projection of the text rows (no probe run):
+# the projection's (first linear, activation, second linear) module names.
+CONTEXT_PROJECTIONS = {
+    "wan": ("text_embedding.0", "text_embedding.1", "text_embedding.2"),
+    "ltxv": ("caption_projection.linear_1", "caption_projection.act_1", "caption_projection.linear_2"),
+}
 NO_BLOCK = -1  # block index of a layer outside the blocks: edited whatever blocks are chosen
 # Latent probed for HunyuanVideo's text stream: 5 frames of 128 x 128 pixels (128 video tokens);
 # HunyuanVideo 1.5's VAE is 16x spatially and its patch 1x1x1: 5 frames of 128 x 128 as well.
@@ -132,7 +148,7 @@ _FINGERPRINT_VALUES = 256
 @dataclass(frozen=True)
 class Architecture:
     name: str  # one of ARCHITECTURES' values
-    family: str  # "wan", "hunyuan_video" or "hunyuan_video15"
+    family: str  # "wan", "hunyuan_video", "hunyuan_video15" or "ltxv"
     width: int  # input width of the edited layers
     num_blocks: int  # blocks that can be chosen
     config: str = ""  # the ComfyUI model config class
@@ -193,9 +209,23 @@ def text_path_problem(dm, family: str) -> str | None:
     VACE block's) ``cross_attn.k`` / ``.v`` taking that width. HunyuanVideo: the token refiner
     ``txt_in``, each double block's ``txt_attn.qkv`` and ``txt_mlp.0`` taking the hidden width, and
     the pooled vector's ``vector_in.in_layer``. HunyuanVideo 1.5: the same without the pooled vector
-    (it has none).
+    (it has none). LTX-Video: ``caption_projection`` (Linear, GELU, Linear) ending at the model
+    width, every block's ``attn2.to_k`` / ``.to_v`` taking that width, and no timestep modulation
+    of the text in the cross attention (``cross_attention_adaln``, which newer LTX models use).
     """
-    if family == "wan":
+    if family == "ltxv":
+        width = getattr(dm, "inner_dim", None)
+        blocks = getattr(dm, "transformer_blocks", None)
+        if not isinstance(width, int) or not blocks:
+            return "no LTX-Video transformer blocks"
+        first, _, last = CONTEXT_PROJECTIONS["ltxv"]
+        if _in_width(dm, first) is None or _out_width(dm, last) != width:
+            return f"no caption_projection ending at the model width {width}"
+        if any(getattr(block, "cross_attention_adaln", False) for block in blocks):
+            return "its cross attention modulates the text by timestep (cross_attention_adaln)"
+        prefixes = [f"transformer_blocks.{i}" for i in range(len(blocks))]
+        expected = LTXV_TARGETS
+    elif family == "wan":
         width = getattr(dm, "dim", None)
         blocks = getattr(dm, "blocks", None)
         if not isinstance(width, int) or not blocks:
@@ -281,6 +311,8 @@ def detect_architecture(model) -> Architecture:
         )
     if variant.family in HUNYUAN_FAMILIES:
         return Architecture(variant.name, variant.family, dm.hidden_size, len(dm.double_blocks), config)
+    if variant.family == "ltxv":
+        return Architecture(variant.name, variant.family, dm.inner_dim, len(dm.transformer_blocks), config)
     return Architecture(variant.name, variant.family, dm.dim, len(dm.blocks), config, _side_blocks(dm))
 
 
@@ -291,7 +323,14 @@ def site_specs(arch: Architecture) -> list[SiteSpec]:
     pooled CLIP-L vector's entry into the modulation (vector_in), which carries most of the
     prompt's effect on the velocity in the tiny model. HunyuanVideo 1.5: the same text-stream sites
     (it has no pooled vector); they see the byT5 glyph rows too, which join the text stream before
-    the double blocks, but the directions are estimated on the Qwen2.5-VL rows of the prompt."""
+    the double blocks, but the directions are estimated on the Qwen2.5-VL rows of the prompt.
+    LTX-Video: one site, the context (``caption_projection`` of the T5-XXL rows), feeding every
+    block's attn2.to_k and .to_v."""
+    if arch.family == "ltxv":
+        modules = tuple(
+            (i, f"transformer_blocks.{i}.{t}") for i in range(arch.num_blocks) for t in LTXV_TARGETS
+        )
+        return [SiteSpec("context", modules)]
     if arch.family == "wan":
         blocks = [(i, f"blocks.{i}") for i in range(arch.num_blocks)] + list(arch.side_blocks)
         modules = tuple((i, f"{prefix}.{t}") for i, prefix in blocks for t in WAN_TARGETS)
@@ -335,7 +374,9 @@ def current_weights(model, modules: Sequence[str]) -> dict[str, tuple[Tensor, Te
 def fingerprint(model, arch: Architecture) -> Tensor:
     """Evenly sampled values of the model's text-input weight: tells apart two models of one
     architecture (the two Wan 2.2 A14B experts) while surviving fp8/fp16/bf16 storage."""
-    module = "text_embedding.0" if arch.family == "wan" else "txt_in.input_embedder"
+    module = (
+        CONTEXT_PROJECTIONS[arch.family][0] if arch.family in CONTEXT_PROJECTIONS else "txt_in.input_embedder"
+    )
     weight = current_weights(model, [module])[module][0].flatten()
     # Integer spacing: float32 linspace rounds past the end once numel > 2**24 (Wan 14B: 4096 x 5120).
     index = torch.arange(_FINGERPRINT_VALUES) * (weight.numel() - 1) // (_FINGERPRINT_VALUES - 1)
@@ -353,21 +394,25 @@ def encode(clip, text: str) -> tuple[list, Tensor]:
     mask = extras.get("attention_mask")
     if mask is not None:
         real = mask.reshape(-1).bool()
-    else:  # Wan's umT5 zeroes its padding rows and sends no mask
+    else:  # Wan's umT5 zeroes its padding rows and sends no mask (LTX-Video's T5-XXL sends one)
         real = cond[0].abs().sum(dim=-1) > 0
     if not real.any():
         raise ValueError(f"the prompt {text!r} encodes to no tokens")
     return conditioning, real
 
 
-def wan_context(model, conditionings: Sequence[tuple[list, Tensor]]) -> list[list[Tensor]]:
-    """Wan's cross-attention context for each prompt: ``text_embedding`` (Linear, GELU, Linear) of
-    the prompt's real token rows, computed in float32 with the model's weights (no denoising pass).
+def wan_context(
+    model, conditionings: Sequence[tuple[list, Tensor]], family: str = "wan"
+) -> list[list[Tensor]]:
+    """The cross-attention context for each prompt of a family in ``CONTEXT_PROJECTIONS``: Wan's
+    ``text_embedding`` or LTX-Video's ``caption_projection`` (Linear, GELU, Linear) of the prompt's
+    real token rows, computed in float32 with the model's weights (no denoising pass).
     Returns activations[prompt][0] = [T_real, width]."""
     dm = model.model.diffusion_model
-    weights = current_weights(model, ["text_embedding.0", "text_embedding.2"])
-    (w0, b0), (w2, b2) = weights["text_embedding.0"], weights["text_embedding.2"]
-    activation = dm.text_embedding[1]
+    first, act, last = CONTEXT_PROJECTIONS[family]
+    weights = current_weights(model, [first, last])
+    (w0, b0), (w2, b2) = weights[first], weights[last]
+    activation = dm.get_submodule(act)
     out = []
     for conditioning, real in conditionings:
         rows = conditioning[0][0][0][real].to(device="cpu", dtype=torch.float32)

@@ -14,7 +14,10 @@ too, since in the tiny model it carries 99 % of the difference between two promp
 (without it the edit left the velocity where it was: ratio 0.99-1.00). HunyuanVideo 1.5 has no
 pooled vector and no single-stream blocks: its double blocks' ``txt_attn.qkv`` inputs carry all of the
 difference between two prompts' velocities in the tiny model, and the default edit of them and
-``txt_mlp.0`` moved held-out unsafe velocities 12-18 % of the way to the safe ones.
+``txt_mlp.0`` moved held-out unsafe velocities 12-18 % of the way to the safe ones. LTX-Video:
+as Wan, the context (``caption_projection`` of the T5-XXL rows, real tokens by the T5 mask) is the
+input of every block's ``attn2.to_k`` and ``attn2.to_v``, which carry all of the difference between
+two prompts' velocities in the tiny model; no denoising pass.
 
 Defaults, measured on the tiny models (tests/test_refusal_nodes.py): rank 4; alpha 10 (alpha 1 left
 10-25 % neutral change and, with a context-free encoder, moved two of four held-out velocities away
@@ -44,8 +47,8 @@ def site_activations(model, clip, prompts: list[str], probe_steps: int) -> dict:
     """{site name: activations[prompt][step]} for every site of the model's architecture."""
     arch = compat.detect_architecture(model)
     encoded = [compat.encode(clip, text) for text in prompts]
-    if arch.family == "wan":
-        return {"context": compat.wan_context(model, encoded)}
+    if arch.family in compat.CONTEXT_PROJECTIONS:
+        return {"context": compat.wan_context(model, encoded, arch.family)}
     return compat.sampled_inputs(
         model, encoded, compat.site_specs(arch), probe_steps, PROBE_SEED, compat.PROBE_LATENTS[arch.family]
     )
@@ -219,7 +222,10 @@ class UnlearnRefusalEstimate(io.ComfyNode):
             inputs=[
                 io.Model.Input(
                     "model",
-                    tooltip="Wan 2.1 / 2.2 (each A14B expert separately), HunyuanVideo or HunyuanVideo 1.5.",
+                    tooltip=(
+                        "Wan 2.1 / 2.2 (each A14B expert separately), HunyuanVideo, HunyuanVideo 1.5 "
+                        "or LTX-Video."
+                    ),
                 ),
                 io.Clip.Input("clip", tooltip="The text encoder used with this model."),
                 io.Combo.Input(

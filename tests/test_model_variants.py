@@ -446,6 +446,37 @@ def test_hunyuan_video15_is_its_own_family_with_the_text_stream_sites(comfy):
     assert compat.training_problem(model, arch) is None
 
 
+# --- LTX-Video ---------------------------------------------------------------------------------
+
+
+def test_ltxv_is_its_own_family_with_one_context_site_and_no_trainer(comfy):
+    """LTX-Video 0.9 (in TINY_MODELS) is detected by its config class and its text path:
+    caption_projection into every block's attn2; one context site (no probe run), edited at
+    attn2.to_k / to_v; the trainer refuses it before any work, saying why."""
+    from video_unlearning.nodes import comfy_compat as compat
+    from video_unlearning.nodes import train_compat
+
+    model = load_model("tiny_ltxv")
+    arch = compat.detect_architecture(model)
+    assert (arch.name, arch.family, arch.width, arch.num_blocks, arch.config) == (
+        "ltxv",
+        "ltxv",
+        256,
+        2,
+        "LTXV",
+    )
+    (spec,) = compat.site_specs(arch)
+    assert spec.name == "context" and not spec.per_step
+    assert [m for _, m in spec.modules] == [
+        f"transformer_blocks.{i}.attn2.{t}" for i in range(2) for t in ("to_k", "to_v")
+    ]
+    with pytest.raises(
+        ValueError, match="cannot train LTX-Video models \\(LTXV\\): the trainer does not know"
+    ):
+        train_compat.supported_architecture(model, "Unlearn: Train LoRA")
+    assert train_compat.supported_architecture(model, "Unlearn: Load LoRA", for_training=False).name == "ltxv"
+
+
 # --- models that are not accepted -------------------------------------------------------------
 
 
@@ -479,8 +510,35 @@ def _hunyuan15_config(**overrides) -> dict:
     return dict(tiny_models.with_required_fields(HunyuanVideoParams, kwargs), image_model="hunyuan_video")
 
 
+def _ltxv_config(**overrides) -> dict:
+    return dict(TINY_MODELS["tiny_ltxv"].kwargs, image_model="ltxv", **overrides)
+
+
 OTHER_MODELS = {
-    "LTXV": lambda: {"image_model": "ltxv", "num_layers": 1},
+    # Mochi (T5-XXL text, like LTX-Video) at its released config, one block.
+    "GenmoMochi": lambda: dict(
+        image_model="mochi_preview",
+        depth=1,
+        patch_size=2,
+        num_heads=24,
+        hidden_size_x=3072,
+        hidden_size_y=1536,
+        mlp_ratio_x=4.0,
+        mlp_ratio_y=4.0,
+        in_channels=12,
+        qk_norm=True,
+        qkv_bias=False,
+        out_bias=True,
+        patch_embed_bias=True,
+        posenc_preserve_area=True,
+        timestep_mlp_bias=True,
+        attend_to_padding=False,
+        timestep_scale=1000.0,
+        use_t5=True,
+        t5_feat_dim=4096,
+        t5_token_length=256,
+        rope_theta=10000.0,
+    ),
     # Subclasses of configs the pack takes: not accepted for being one (HunyuanVideo 1.5's
     # super-resolution model refines a low-resolution video).
     "HunyuanVideo15_SR_Distilled": lambda: _hunyuan15_config(in_channels=98),
@@ -533,6 +591,20 @@ DAMAGED = [
         "double_blocks.1.txt_attn.qkv is missing",
     ),
     (_hunyuan15_config, {}, "HunyuanVideo15", "txt_in", "no txt_in.input_embedder"),
+    (
+        _ltxv_config,
+        {},
+        "LTXV",
+        "transformer_blocks.1.attn2.to_v",
+        "transformer_blocks.1.attn2.to_v is missing",
+    ),
+    (
+        _ltxv_config,
+        {},
+        "LTXV",
+        "caption_projection.linear_2",
+        "no caption_projection ending at the model width 256",
+    ),
 ]
 
 

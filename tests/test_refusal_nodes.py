@@ -241,12 +241,13 @@ def test_held_out_prompts_are_suppressed_and_velocity_moves_toward_safe(
     assert_velocity_moves_toward_safe(model, patched, clip, name)
 
 
-@pytest.mark.parametrize("name", ["tiny_hunyuan_video", "tiny_hunyuan_video15"])
+@pytest.mark.parametrize("name", ["tiny_hunyuan_video", "tiny_hunyuan_video15", "tiny_ltxv"])
 def test_hunyuan_velocity_moves_toward_safe_on_held_out_prompts(comfy, name):
     """HunyuanVideo and 1.5 with their stand-in encoders: the layer-level suppression is out of
     reach (see the module docstring), the whole model's velocity for held-out unsafe prompts still
     moves toward the safe prompts' (HunyuanVideo: 0.72-0.92 of the distance before; 1.5: 0.82-0.88
-    over sigmas 0.9, 0.6 and 0.3, with a 32-channel 2x8x8 latent)."""
+    over sigmas 0.9, 0.6 and 0.3, with a 32-channel 2x8x8 latent); LTX-Video too (0.87-0.98 of the
+    distance at sigma 1)."""
     model, clip, _, patched, _, _ = erased(name)
     assert_velocity_moves_toward_safe(model, patched, clip, name)
 
@@ -307,6 +308,65 @@ def test_hunyuan15_text_stream_layers_carry_the_whole_velocity_difference(comfy)
         v_cut = velocity(unsafe, replace=inputs)
         share = 1 - float((v_cut - v_safe).norm() / (v_unsafe - v_safe).norm())
         assert share > 0.999, (unsafe, share)
+
+
+def swapped_input_share(model, clip, modules: list[str], latent_channels: int) -> list[float]:
+    """Per held-out pair, the share of the velocity difference between the unsafe and the safe
+    prompt that goes away when the unsafe prompt's run gets the safe prompt's inputs at ``modules``
+    (velocities at sigmas 0.9, 0.6 and 0.3 of one 2x8x8 latent)."""
+    import comfy.model_management
+
+    dm = model.model.diffusion_model
+    g = torch.Generator().manual_seed(7)
+    x0 = torch.randn(1, latent_channels, 2, 8, 8, generator=g)
+    points = [
+        ((1 - s) * x0 + s * torch.randn(x0.shape, generator=g), torch.tensor([s])) for s in (0.9, 0.6, 0.3)
+    ]
+    comfy.model_management.load_models_gpu([model])
+
+    def velocity(text: str, replace: dict | None = None, store: dict | None = None) -> torch.Tensor:
+        handles = []
+        for module in modules:
+
+            def hook(_m, args, module=module):
+                if store is not None:
+                    store.setdefault(module, []).append(args[0].clone())
+                if replace is not None:
+                    return (replace[module].pop(0), *args[1:])
+                return None
+
+            handles.append(dm.get_submodule(module).register_forward_pre_hook(hook))
+        try:
+            kwargs = velocity_inputs(model, clip, text, points[0][0])
+            return torch.cat(
+                [((x - model.model.apply_model(x, s, **kwargs)) / s).flatten() for x, s in points]
+            )
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    shares = []
+    for unsafe, safe in HELD:
+        inputs = {}
+        v_safe = velocity(safe, store=inputs)
+        v_unsafe = velocity(unsafe)
+        v_cut = velocity(unsafe, replace=inputs)
+        shares.append(1 - float((v_cut - v_safe).norm() / (v_unsafe - v_safe).norm()))
+    return shares
+
+
+def test_ltxv_cross_attention_kv_inputs_carry_the_whole_velocity_difference(comfy):
+    """LTX-Video's edited layers: every block's ``attn2.to_k`` and ``.to_v``, the only layers that
+    read the context (``caption_projection`` of the T5-XXL rows). Feeding the unsafe prompt's run
+    the safe prompt's inputs there gives the safe prompt's velocity: they carry all of the
+    difference (to_v alone 36-45 %, to_k alone 8-10 %, block 0 alone 28-35 %, block 1 23-27 %)."""
+    name = "tiny_ltxv"
+    model, clip = load_model(name), load_clip(name)
+    blocks = range(len(model.model.diffusion_model.transformer_blocks))
+    kv = [f"transformer_blocks.{i}.attn2.{t}" for i in blocks for t in ("to_k", "to_v")]
+    assert min(swapped_input_share(model, clip, kv, 128)) > 0.999
+    to_v = swapped_input_share(model, clip, kv[1::2], 128)
+    assert 0.2 < min(to_v) and max(to_v) < 0.6, to_v
 
 
 def test_hunyuan15_quoted_text_adds_byt5_rows_that_the_estimate_leaves_out(comfy):
@@ -372,7 +432,9 @@ def test_a_large_contrast_weight_keeps_neutral_prompts_within_two_percent(comfy,
     assert sum(changes[1000.0]) < sum(changes[0.0])
 
 
-@pytest.mark.parametrize("name", ["tiny_wan21_i2v", "tiny_hunyuan_video", "tiny_hunyuan_video15"])
+@pytest.mark.parametrize(
+    "name", ["tiny_wan21_i2v", "tiny_hunyuan_video", "tiny_hunyuan_video15", "tiny_ltxv"]
+)
 def test_incoming_model_untouched_and_original_sampling_bit_identical(comfy, name):
     import comfy.model_management
 
@@ -400,6 +462,9 @@ def test_incoming_model_untouched_and_original_sampling_bit_identical(comfy, nam
         ("tiny_hunyuan_video15", torch.float16, 2e-3),
         ("tiny_hunyuan_video15", torch.bfloat16, 1e-2),
         ("tiny_hunyuan_video15", torch.float8_e4m3fn, 0.1),
+        ("tiny_ltxv", torch.float16, 2e-3),
+        ("tiny_ltxv", torch.bfloat16, 1e-2),
+        ("tiny_ltxv", torch.float8_e4m3fn, 0.1),
     ],
 )
 def test_low_precision_weights_get_the_edit_computed_in_fp32(comfy, name, dtype, tolerance):
@@ -524,6 +589,11 @@ def test_vectors_from_another_architecture_width_or_expert_are_refused(comfy):
         ValueError, match="estimated on hunyuan_video \\(width 256\\) but the MODEL is hunyuan_video15 "
     ):
         apply(load_model("tiny_hunyuan_video15"), hunyuan)
+    ltxv = erased("tiny_ltxv")[2]
+    with pytest.raises(ValueError, match="estimated on ltxv \\(width 256\\) but the MODEL is wan21_t2v "):
+        apply(load_model("tiny_wan21_t2v"), ltxv)
+    with pytest.raises(ValueError, match="estimated on wan21_t2v \\(width 256\\) but the MODEL is ltxv "):
+        apply(load_model("tiny_ltxv"), t2v_vector)
     with pytest.raises(
         ValueError, match="estimated on hunyuan_video15 \\(width 256\\) but the MODEL is hunyuan_video "
     ):
@@ -666,4 +736,33 @@ def test_hunyuan15_lora_file_names_its_architecture_and_is_refused_on_hunyuan_vi
         UnlearnLoadLoRA.execute(hunyuan, filename, 1.0)
     other = UnlearnSaveLoRA.execute(hunyuan_lora, "refusal/tiny_hunyuan_video_for_15").result[0]
     with pytest.raises(ValueError, match="made for hunyuan_video, but this model is hunyuan_video15"):
+        UnlearnLoadLoRA.execute(model, other, 1.0)
+
+
+def test_ltxv_lora_file_names_its_architecture_and_is_refused_on_wan(comfy):
+    """UnlearnSaveLoRA / UnlearnLoadLoRA on LTX-Video: the file's metadata names it, it loads back
+    with the same edit, and the loader refuses it on Wan 2.1 (and Wan's on LTX-Video), though both
+    are 256 wide."""
+    import json
+
+    from video_unlearning.nodes import comfy_compat as compat
+    from video_unlearning.nodes.lora_file_nodes import UnlearnLoadLoRA, UnlearnSaveLoRA
+
+    model, _, vector, patched, lora, _ = erased("tiny_ltxv")
+    filename = UnlearnSaveLoRA.execute(lora, "refusal/tiny_ltxv").result[0]
+    loaded, metadata = UnlearnLoadLoRA.execute(model, filename, 1.0).result
+    assert json.loads(metadata)["base_architecture"] == "ltxv"
+    modules = edited_modules(vector)
+    assert all(m.startswith("transformer_blocks.") and ".attn2.to_" in m for m in modules)
+    assert (
+        max_relative_difference(
+            compat.current_weights(loaded, modules), compat.current_weights(patched, modules)
+        )
+        < 1e-5
+    )
+    wan, _, _, _, wan_lora, _ = erased("tiny_wan21_t2v")
+    with pytest.raises(ValueError, match="made for ltxv, but this model is wan21_t2v"):
+        UnlearnLoadLoRA.execute(wan, filename, 1.0)
+    other = UnlearnSaveLoRA.execute(wan_lora, "refusal/tiny_wan21_t2v_for_ltxv").result[0]
+    with pytest.raises(ValueError, match="made for wan21_t2v, but this model is ltxv"):
         UnlearnLoadLoRA.execute(model, other, 1.0)

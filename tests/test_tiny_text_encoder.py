@@ -48,6 +48,21 @@ def test_hunyuan_conditioning_has_llm_stream_and_pooled_clip(comfy):
     assert (out["pooled_output"] - other["pooled_output"]).abs().max() > 1e-3
 
 
+def test_ltxv_conditioning_is_t5xxl_padded_to_128_with_a_mask(comfy):
+    """As ComfyUI's LTX-Video T5-XXL: 4096-d rows under ``t5xxl``, padded to 128 tokens, with an
+    attention mask marking the real ones (the padding rows are not zeroed) and no pooled vector."""
+    clip = _load("ltxv")
+    tokens = clip.tokenize("a woman on a beach")
+    assert sorted(tokens) == ["t5xxl"]
+    cond, extras = clip.encode_from_tokens_scheduled(tokens)[0]
+    assert cond.shape == (1, 128, 4096) and extras["pooled_output"] is None
+    mask = extras["attention_mask"]
+    assert mask.shape == (1, 128) and int(mask.sum()) == 6 and bool(mask[0, :6].all())  # 5 words + end
+    assert cond[0, 6:].abs().sum() > 0
+    other = clip.encode_from_tokens_scheduled(clip.tokenize("a man in a city"))[0][0]
+    assert (cond - other)[0, :6].abs().max() > 0.1
+
+
 def test_hunyuan15_conditioning_has_qwen_rows_and_byt5_rows_for_quoted_text(comfy):
     """As ComfyUI's HunyuanVideo 1.5 encoder: 3584-d Qwen rows under ``qwen25_7b``, no pooled vector,
     and byT5 glyph rows (1472-d) only when the prompt quotes text."""

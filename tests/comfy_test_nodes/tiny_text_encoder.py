@@ -14,6 +14,9 @@ weights), only tiny, with a word-hash vocabulary instead of a SentencePiece/BPE 
   ``qwen25_7b`` (Qwen2.5-VL's width; no pooled vector, no mask when every row is real) and, only for
   a prompt with text in double quotes, the byT5 glyph rows (1472-d, key ``byt5``) of
   ``Text "<quoted>". `` in ``conditioning_byt5small``.
+* ``ltxv``: like ComfyUI's LTX-Video T5-XXL (``lt.ltxv_te``, Mochi's encoder): 4096-d rows under
+  the tokenizer key ``t5xxl``, padded to 128 tokens, with the attention mask that marks the real
+  ones (padding rows are not zeroed: the model masks them).
 
 Weights are random but seeded, so a given file always encodes a prompt the same way, and
 different prompts give different embeddings.
@@ -36,8 +39,9 @@ from .seeded_weights import seeded_weights
 
 VOCAB_SIZE = 1024
 PAD_ID, END_ID, START_ID = 0, 1, 2
-KINDS = ("wan", "hunyuan_video", "hunyuan_video15")
+KINDS = ("wan", "hunyuan_video", "hunyuan_video15", "ltxv")
 WAN_MIN_TOKENS = 512
+LTXV_MIN_TOKENS = 128
 
 
 class HashWordTokenizer:
@@ -363,6 +367,68 @@ class TinyHunyuan15TextModel(torch.nn.Module):
         return torch.nn.modules.module._IncompatibleKeys(missing, unexpected)
 
 
+# --- LTX-Video: a tiny T5-XXL (ComfyUI's T5 class), 4096-d, padded to 128 tokens, with a mask ----
+
+TINY_T5XXL_CONFIG = dict(
+    TINY_UMT5_CONFIG, model_type="t5", is_gated_act=True, dense_act_fn="gelu_pytorch_tanh"
+)
+
+
+class TinyT5XXLModel(sd1_clip.SDClipModel):
+    def __init__(self, device="cpu", layer="last", layer_idx=None, dtype=None, model_options={}):
+        super().__init__(
+            device=device,
+            layer=layer,
+            layer_idx=layer_idx,
+            textmodel_json_config=dict(TINY_T5XXL_CONFIG),
+            dtype=dtype,
+            special_tokens={"end": END_ID, "pad": PAD_ID},
+            model_class=T5,
+            enable_attention_masks=True,
+            return_attention_masks=True,
+            model_options=model_options,
+        )
+
+
+class TinyT5XXLTokenizer(sd1_clip.SDTokenizer):
+    def __init__(self, embedding_directory=None, tokenizer_data={}):
+        super().__init__(
+            None,
+            pad_with_end=False,
+            embedding_size=4096,
+            embedding_key="t5xxl",
+            tokenizer_class=HashWordTokenizer,
+            has_start_token=False,
+            pad_to_max_length=False,
+            max_length=99999999,
+            min_length=LTXV_MIN_TOKENS,
+            pad_token=PAD_ID,
+            tokenizer_data=tokenizer_data,
+        )
+
+
+class TinyLTXVTokenizer(sd1_clip.SD1Tokenizer):
+    def __init__(self, embedding_directory=None, tokenizer_data={}):
+        super().__init__(
+            embedding_directory=embedding_directory,
+            tokenizer_data=tokenizer_data,
+            clip_name="t5xxl",
+            tokenizer=TinyT5XXLTokenizer,
+        )
+
+
+class TinyLTXVTextModel(sd1_clip.SD1ClipModel):
+    def __init__(self, device="cpu", dtype=None, model_options={}, **kwargs):
+        super().__init__(
+            device=device,
+            dtype=dtype,
+            model_options=model_options,
+            name="t5xxl",
+            clip_model=TinyT5XXLModel,
+            **kwargs,
+        )
+
+
 class _Target:
     def __init__(self, clip, tokenizer):
         self.clip, self.tokenizer, self.params = clip, tokenizer, {}
@@ -372,6 +438,7 @@ _TARGETS = {
     "wan": lambda: _Target(TinyWanTextModel, TinyWanTokenizer),
     "hunyuan_video": lambda: _Target(TinyHunyuanTextModel, TinyHunyuanTokenizer),
     "hunyuan_video15": lambda: _Target(TinyHunyuan15TextModel, TinyHunyuan15Tokenizer),
+    "ltxv": lambda: _Target(TinyLTXVTextModel, TinyLTXVTokenizer),
 }
 
 
@@ -390,6 +457,8 @@ def _module_state_keys(kind: str) -> dict[str, torch.Size]:
     for key, value in model.state_dict().items():
         if kind == "wan":
             key = key.removeprefix("umt5xxl.transformer.")
+        elif kind == "ltxv":
+            key = key.removeprefix("t5xxl.transformer.")
         shapes[key] = value.shape
     return shapes
 
