@@ -92,56 +92,66 @@ TINY_UMT5_CONFIG = {
 
 
 class TinyUMT5Model(sd1_clip.SDClipModel):
+    CONFIG = TINY_UMT5_CONFIG
+    MASKING = {"zero_out_masked": True}  # Wan's umT5 zeroes its padding rows and sends no mask
+
     def __init__(self, device="cpu", layer="last", layer_idx=None, dtype=None, model_options={}):
         super().__init__(
             device=device,
             layer=layer,
             layer_idx=layer_idx,
-            textmodel_json_config=dict(TINY_UMT5_CONFIG),
+            textmodel_json_config=dict(self.CONFIG),
             dtype=dtype,
             special_tokens={"end": END_ID, "pad": PAD_ID},
             model_class=T5,
             enable_attention_masks=True,
-            zero_out_masked=True,
             model_options=model_options,
+            **self.MASKING,
         )
 
 
 class TinyUMT5Tokenizer(sd1_clip.SDTokenizer):
+    KEY = "umt5xxl"
+    MIN_LENGTH = WAN_MIN_TOKENS
+
     def __init__(self, embedding_directory=None, tokenizer_data={}):
         super().__init__(
             None,
             pad_with_end=False,
             embedding_size=4096,
-            embedding_key="umt5xxl",
+            embedding_key=self.KEY,
             tokenizer_class=HashWordTokenizer,
             has_start_token=False,
             pad_to_max_length=False,
             max_length=99999999,
-            min_length=WAN_MIN_TOKENS,
+            min_length=self.MIN_LENGTH,
             pad_token=PAD_ID,
             tokenizer_data=tokenizer_data,
         )
 
 
 class TinyWanTokenizer(sd1_clip.SD1Tokenizer):
+    STREAM, TOKENIZER = "umt5xxl", TinyUMT5Tokenizer
+
     def __init__(self, embedding_directory=None, tokenizer_data={}):
         super().__init__(
             embedding_directory=embedding_directory,
             tokenizer_data=tokenizer_data,
-            clip_name="umt5xxl",
-            tokenizer=TinyUMT5Tokenizer,
+            clip_name=self.STREAM,
+            tokenizer=self.TOKENIZER,
         )
 
 
 class TinyWanTextModel(sd1_clip.SD1ClipModel):
+    STREAM, MODEL = "umt5xxl", TinyUMT5Model
+
     def __init__(self, device="cpu", dtype=None, model_options={}, **kwargs):
         super().__init__(
             device=device,
             dtype=dtype,
             model_options=model_options,
-            name="umt5xxl",
-            clip_model=TinyUMT5Model,
+            name=self.STREAM,
+            clip_model=self.MODEL,
             **kwargs,
         )
 
@@ -374,59 +384,24 @@ TINY_T5XXL_CONFIG = dict(
 )
 
 
-class TinyT5XXLModel(sd1_clip.SDClipModel):
-    def __init__(self, device="cpu", layer="last", layer_idx=None, dtype=None, model_options={}):
-        super().__init__(
-            device=device,
-            layer=layer,
-            layer_idx=layer_idx,
-            textmodel_json_config=dict(TINY_T5XXL_CONFIG),
-            dtype=dtype,
-            special_tokens={"end": END_ID, "pad": PAD_ID},
-            model_class=T5,
-            enable_attention_masks=True,
-            return_attention_masks=True,
-            model_options=model_options,
-        )
+class TinyT5XXLModel(TinyUMT5Model):
+    """LTX-Video's T5-XXL: gated GELU, and its padding rows kept with an attention mask."""
+
+    CONFIG = TINY_T5XXL_CONFIG
+    MASKING = {"return_attention_masks": True}
 
 
-class TinyT5XXLTokenizer(sd1_clip.SDTokenizer):
-    def __init__(self, embedding_directory=None, tokenizer_data={}):
-        super().__init__(
-            None,
-            pad_with_end=False,
-            embedding_size=4096,
-            embedding_key="t5xxl",
-            tokenizer_class=HashWordTokenizer,
-            has_start_token=False,
-            pad_to_max_length=False,
-            max_length=99999999,
-            min_length=LTXV_MIN_TOKENS,
-            pad_token=PAD_ID,
-            tokenizer_data=tokenizer_data,
-        )
+class TinyT5XXLTokenizer(TinyUMT5Tokenizer):
+    KEY = "t5xxl"
+    MIN_LENGTH = LTXV_MIN_TOKENS
 
 
-class TinyLTXVTokenizer(sd1_clip.SD1Tokenizer):
-    def __init__(self, embedding_directory=None, tokenizer_data={}):
-        super().__init__(
-            embedding_directory=embedding_directory,
-            tokenizer_data=tokenizer_data,
-            clip_name="t5xxl",
-            tokenizer=TinyT5XXLTokenizer,
-        )
+class TinyLTXVTokenizer(TinyWanTokenizer):
+    STREAM, TOKENIZER = "t5xxl", TinyT5XXLTokenizer
 
 
-class TinyLTXVTextModel(sd1_clip.SD1ClipModel):
-    def __init__(self, device="cpu", dtype=None, model_options={}, **kwargs):
-        super().__init__(
-            device=device,
-            dtype=dtype,
-            model_options=model_options,
-            name="t5xxl",
-            clip_model=TinyT5XXLModel,
-            **kwargs,
-        )
+class TinyLTXVTextModel(TinyWanTextModel):
+    STREAM, MODEL = "t5xxl", TinyT5XXLModel
 
 
 class _Target:
