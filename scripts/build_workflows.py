@@ -84,22 +84,20 @@ def out(node_id: str, slot: int = 0) -> list:
     return [node_id, slot]
 
 
-def wan21_t2v_refusal_nudity() -> Definition:
-    """Workflow 1: estimate and apply a nudity refusal vector on Wan 2.1 T2V 1.3B; sample the same
-    prompt and seed with the original and the erased model; check both with NudeNet; side by side."""
-    d = Definition()
-    sampler = dict(seed=42, steps=30, cfg=6.0, sampler_name="uni_pc", scheduler="simple", denoise=1.0)
-    unet = d.add("UNETLoader", unet_name=WAN21_T2V, weight_dtype="default")
-    clip = d.add("CLIPLoader", clip_name=UMT5, type="wan")
-    vae = d.add("VAELoader", vae_name=WAN_VAE, column=5)
-    model = d.add("ModelSamplingSD3", model=out(unet), shift=8.0)
+def original_vs_erased(
+    d: Definition, model, clip, vae, *, negative_text: str, latent, sampler: dict, fps: float, prefix: str
+) -> Definition:
+    """The refusal-vector comparison of workflows 1 and 6: the nudity vector estimated on ``model``
+    and applied; the same prompt, seed and ``latent`` (class, inputs) sampled by the original and
+    the erased model, both checked with NudeNet, stitched side by side into one animated WEBP."""
+    latent_class, latent_inputs = latent
     vector = d.add(
         "UnlearnRefusalEstimate", band=1, column=2, model=out(model), clip=out(clip), preset="nudity"
     )
     erased = d.add("UnlearnRefusalApply", band=1, column=3, model=out(model), refusal_vector=out(vector))
     positive = d.add("CLIPTextEncode", text=NUDITY_PROMPT, clip=out(clip), column=2)
-    negative = d.add("CLIPTextEncode", text=WAN_NEGATIVE, clip=out(clip), column=2)
-    latent = d.add("EmptyHunyuanLatentVideo", width=832, height=480, length=33, batch_size=1, column=3)
+    negative = d.add("CLIPTextEncode", text=negative_text, clip=out(clip), column=2)
+    latent = d.add(latent_class, column=3, **latent_inputs)
     checks, rows = [], {0: [], 1: [vector, erased]}
     for band, (title, source) in enumerate((("original", model), ("erased", erased))):
         ks = d.add(
@@ -129,12 +127,34 @@ def wan21_t2v_refusal_nudity() -> Definition:
     d.add(
         "SaveAnimatedWEBP",
         images=out(stitch),
-        fps=16.0,
-        filename_prefix="video_unlearning/original_vs_erased",
+        fps=fps,
+        filename_prefix=prefix,
     )
     d.group("Original model", rows[0], GREEN)
     d.group("Refusal vector: nudity erased", rows[1], BLUE)
     return d
+
+
+def wan21_t2v_refusal_nudity() -> Definition:
+    """Workflow 1: estimate and apply a nudity refusal vector on Wan 2.1 T2V 1.3B; sample the same
+    prompt and seed with the original and the erased model; check both with NudeNet; side by side."""
+    d = Definition()
+    sampler = dict(seed=42, steps=30, cfg=6.0, sampler_name="uni_pc", scheduler="simple", denoise=1.0)
+    unet = d.add("UNETLoader", unet_name=WAN21_T2V, weight_dtype="default")
+    clip = d.add("CLIPLoader", clip_name=UMT5, type="wan")
+    vae = d.add("VAELoader", vae_name=WAN_VAE, column=5)
+    model = d.add("ModelSamplingSD3", model=out(unet), shift=8.0)
+    return original_vs_erased(
+        d,
+        model,
+        clip,
+        vae,
+        negative_text=WAN_NEGATIVE,
+        latent=("EmptyHunyuanLatentVideo", dict(width=832, height=480, length=33, batch_size=1)),
+        sampler=sampler,
+        fps=16.0,
+        prefix="video_unlearning/original_vs_erased",
+    )
 
 
 def wan21_t2v_train_unlearning_lora() -> Definition:
@@ -227,48 +247,17 @@ def hunyuan_video15_refusal_nudity() -> Definition:
     clip = d.add("DualCLIPLoader", clip_name1=QWEN25_VL, clip_name2=BYT5, type="hunyuan_video_15")
     vae = d.add("VAELoader", vae_name=HUNYUAN15_VAE, column=5)
     model = d.add("ModelSamplingSD3", model=out(unet), shift=7.0)
-    vector = d.add(
-        "UnlearnRefusalEstimate", band=1, column=2, model=out(model), clip=out(clip), preset="nudity"
-    )
-    erased = d.add("UnlearnRefusalApply", band=1, column=3, model=out(model), refusal_vector=out(vector))
-    positive = d.add("CLIPTextEncode", text=NUDITY_PROMPT, clip=out(clip), column=2)
-    negative = d.add("CLIPTextEncode", text="", clip=out(clip), column=2)
-    latent = d.add("EmptyHunyuanVideo15Latent", width=848, height=480, length=33, batch_size=1, column=3)
-    checks, rows = [], {0: [], 1: [vector, erased]}
-    for band, (title, source) in enumerate((("original", model), ("erased", erased))):
-        ks = d.add(
-            "KSampler",
-            f"KSampler ({title})",
-            band=band,
-            column=4,
-            model=out(source),
-            positive=out(positive),
-            negative=out(negative),
-            latent_image=out(latent),
-            **sampler,
-        )
-        frames = d.add(
-            "VAEDecode", f"VAE Decode ({title})", band=band, column=5, samples=out(ks), vae=out(vae)
-        )
-        checks.append(d.add("NudeNetCheck", f"NudeNet ({title})", band=band, column=6, images=out(frames)))
-        rows[band] += [ks, frames, checks[-1]]
-    stitch = d.add(
-        "ImageStitch",
-        "original | erased",
-        image1=out(checks[0]),
-        image2=out(checks[1]),
-        direction="right",
-        spacing_width=8,
-    )
-    d.add(
-        "SaveAnimatedWEBP",
-        images=out(stitch),
+    return original_vs_erased(
+        d,
+        model,
+        clip,
+        vae,
+        negative_text="",
+        latent=("EmptyHunyuanVideo15Latent", dict(width=848, height=480, length=33, batch_size=1)),
+        sampler=sampler,
         fps=24.0,
-        filename_prefix="video_unlearning/hunyuan_video15_original_vs_erased",
+        prefix="video_unlearning/hunyuan_video15_original_vs_erased",
     )
-    d.group("Original model", rows[0], GREEN)
-    d.group("Refusal vector: nudity erased", rows[1], BLUE)
-    return d
 
 
 def wan22_a14b_refusal_both_experts() -> Definition:
