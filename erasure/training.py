@@ -282,6 +282,40 @@ def _copy_floats(value):
     return value.clone() if isinstance(value, Tensor) and value.is_floating_point() else value
 
 
+@contextlib.contextmanager
+def saved_as_copies(tensors: Sequence[Tensor]) -> Iterator[None]:
+    """While active, every tensor autograd saves for backward that shares storage with one of
+    ``tensors`` is saved as a copy of its value at that moment.
+
+    For code that updates a tensor in place after an op saved it (LTX-Video's blocks: functional
+    ``rms_norm(x)``, then ``x += ...`` and ``x.addcmul_(...)``), where no module hook can hand the
+    op a copy. Only those saved tensors are copied. Saved-tensor hooks active outside (activation
+    checkpointing's) still see every saved tensor: ours hands them the copy, so a checkpoint still
+    drops and recomputes them instead of keeping them.
+    """
+    storages = {t.untyped_storage().data_ptr() for t in tensors}
+    # The hooks in force now (a checkpoint's forward or recomputation hooks), to hand every saved
+    # tensor on to: a new hook otherwise replaces them.
+    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    if top is None:
+        raise RuntimeError(
+            f"torch {torch.__version__} does not expose the saved-tensor hooks in force, which training "
+            "this model needs (torch 2.1 or newer does)"
+        )
+    outer = top(False)
+
+    def pack(t: Tensor):
+        if t.untyped_storage().data_ptr() in storages:
+            t = t.clone()
+        return outer[0](t) if outer is not None else t
+
+    def unpack(packed):
+        return outer[1](packed) if outer is not None else packed
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        yield
+
+
 def _block_forward(
     name: str,
     original: Callable,
@@ -289,6 +323,7 @@ def _block_forward(
     marker: MarkedRow,
     checkpoint: bool,
     copy_inputs: bool,
+    copy_saved_inputs: bool,
 ):
     def forward(*args, **kwargs):
         capture.begin_block(name)
@@ -301,11 +336,14 @@ def _block_forward(
                 marker.row = row  # the same row again when the checkpoint recomputes this block
                 marker.recomputing = calls > 0
                 calls += 1
-                if copy_inputs:
+                if copy_inputs or copy_saved_inputs:
                     a = tuple(_copy_floats(v) for v in a)
                     k = {key: _copy_floats(v) for key, v in k.items()}
+                inputs = [v for v in (*a, *k.values()) if isinstance(v, Tensor) and v.is_floating_point()]
+                saved = saved_as_copies(inputs) if copy_saved_inputs else contextlib.nullcontext()
                 try:
-                    return original(*a, **k)
+                    with saved:
+                        return original(*a, **k)
                 finally:
                     marker.recomputing = False
 
@@ -328,12 +366,15 @@ def wrapped_blocks(
     marker: MarkedRow,
     checkpoint: bool,
     copy_inputs: bool = True,
+    copy_saved_inputs: bool = False,
 ) -> Iterator[None]:
     """While active, each transformer block's forward tells ``capture`` which block runs and, under
     autograd, optionally runs with activation checkpointing (the block is recomputed in the backward
     pass, with the same marked row) and on copies of its floating-point inputs (``copy_inputs``: for
     blocks that update their inputs in place, like HunyuanVideo's ``img += ...``, which would corrupt
-    tensors saved for backward and the checkpoint's recomputation).
+    tensors saved for backward and the checkpoint's recomputation). ``copy_saved_inputs`` also
+    makes autograd save copies of any tensor sharing those inputs' storage (``saved_as_copies``):
+    for blocks that update their input in place after a functional op saved it.
 
     The wrapper is set as an instance attribute ``forward`` on each block module and removed on exit
     (also on error or Cancel); the module is otherwise untouched. Wrapping the module itself, not a
@@ -343,7 +384,9 @@ def wrapped_blocks(
     try:
         for name, block in blocks.items():
             saved[name] = block.__dict__.get("forward")
-            block.forward = _block_forward(name, block.forward, capture, marker, checkpoint, copy_inputs)
+            block.forward = _block_forward(
+                name, block.forward, capture, marker, checkpoint, copy_inputs, copy_saved_inputs
+            )
         yield
     finally:
         for name, previous in saved.items():

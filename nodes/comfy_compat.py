@@ -110,12 +110,7 @@ VARIANTS: dict[str, Variant] = {
     # LTX-Video 0.9 (T2V and I2V, one config class): T5-XXL rows through ``caption_projection``
     # into every block's cross attention ``attn2``; the context depends on neither timestep nor
     # video (as in Wan). LTX-2 (LTXAV, audio + video) is another family.
-    "LTXV": Variant(
-        "ltxv",
-        "ltxv",
-        "LTX-Video",
-        "the trainer does not know LTX-Video's blocks yet (adapter targets, concept mask, latents)",
-    ),
+    "LTXV": Variant("ltxv", "ltxv", "LTX-Video"),
 }
 ARCHITECTURES = {config: variant.name for config, variant in VARIANTS.items()}
 SUPPORTED_TEXT = (

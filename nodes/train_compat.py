@@ -1,10 +1,12 @@
 """The ComfyUI internals the unlearning trainer touches, kept in one thin place.
 
-* which modules of Wan / HunyuanVideo get adapters, which transformer block each belongs to, and
-  which norm layers see their input updated in place;
+* which modules of Wan / HunyuanVideo / LTX-Video get adapters, which transformer block each
+  belongs to, which norm layers see their input updated in place (and whether the blocks need
+  autograd to save copies instead, LTX-Video's), and the latent geometry;
 * conditioning: prompts encoded with the user's CLIP, turned into the model's inputs with the
   model's own ``extra_conds`` (so Wan I2V's concat channels, HunyuanVideo's pooled vector and
-  guidance come out as in sampling), and the rows of the concept's tokens in the text stream;
+  guidance, LTX-Video's T5 attention mask and frame rate come out as in sampling), and the rows
+  of the concept's tokens in the text stream;
 * the forward pass: ``BaseModel.apply_model`` with ``transformer_options`` carrying an
   ``optimized_attention_override`` that shows q and k of every attention call to the mask capture
   (the blocks themselves are wrapped with ``erasure.training.wrapped_blocks``, not through the
@@ -35,13 +37,17 @@ from . import comfy_compat
 
 PROGRESS_EVENT = "video_unlearning.train_progress"
 TARGET_PRESETS = ("attention", "attention+ffn")
+_LTXV_ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
 # The tokenizer stream whose tokens become the rows of the text conditioning, per model family.
-TEXT_STREAM = {"wan": "umt5xxl", "hunyuan_video": "llama", "hunyuan_video15": "qwen25_7b"}
+TEXT_STREAM = {"wan": "umt5xxl", "hunyuan_video": "llama", "hunyuan_video15": "qwen25_7b", "ltxv": "t5xxl"}
 # Caption style of the prompts the trainer writes itself (``erasure.prompt_augment``): HunyuanVideo
-# 1.5's encoder template asks for long descriptions (content, objects, actions, setting, camera).
-PROMPT_STYLE = {"wan": "wan", "hunyuan_video": "hunyuan_video", "hunyuan_video15": "wan"}
-# Spatial downscaling of the family's VAE (Wan 2.2 5B's is 16x: see ``latent_downscale``).
+# 1.5's encoder template asks for long descriptions (content, objects, actions, setting, camera),
+# and LTX-Video's prompt guide long, detailed ones too.
+PROMPT_STYLE = {"wan": "wan", "hunyuan_video": "hunyuan_video", "hunyuan_video15": "wan", "ltxv": "wan"}
+# Spatial downscaling of the family's VAE (Wan 2.2 5B's is 16x: see ``latent_downscale``; LTX-Video's
+# model says its own VAE's, ``vae_scale_factors``).
 _VAE_DOWNSCALE = {"wan": 8, "hunyuan_video": 8, "hunyuan_video15": 16}
+_VAE_FRAMES = 4  # frames per latent frame (after the first) of the Wan and HunyuanVideo VAEs
 
 
 # --- architecture ---------------------------------------------------------------------------------
@@ -62,7 +68,8 @@ def supported_architecture(model, node: str, for_training: bool = True) -> comfy
         detail = f", but its diffusion model lacks the text path: {problem}" if problem else ""
         raise ValueError(
             f"{node} supports {comfy_compat.SUPPORTED_TEXT}; this MODEL is {config}{detail}. "
-            "Load a Wan or HunyuanVideo diffusion model with UNETLoader (Load Diffusion Model)."
+            "Load a Wan or HunyuanVideo diffusion model with UNETLoader (Load Diffusion Model), or an "
+            "LTX-Video checkpoint."
         ) from None
     problem = comfy_compat.training_problem(model, arch) if for_training else None
     if problem:
@@ -82,12 +89,25 @@ def adapter_targets(diffusion_model: nn.Module, family: str, preset: str) -> lis
     image keys ``k_img``/``v_img`` stay untouched); HunyuanVideo: ``double_blocks.i.{img,txt}_attn.
     {qkv,proj}`` and ``single_blocks.i.linear1/linear2`` (the single-stream blocks fuse their
     attention and MLP projections into these two layers). "attention+ffn" adds Wan's ``ffn.0/ffn.2``
-    and HunyuanVideo's ``{img,txt}_mlp.0/2``.
+    and HunyuanVideo's ``{img,txt}_mlp.0/2``. LTX-Video: ``transformer_blocks.i.attn1`` (self) and
+    ``attn2`` (cross: its to_k/to_v read the text) ``{to_q,to_k,to_v,to_out.0}``; with ffn,
+    ``ff.net.0.proj`` and ``ff.net.2``.
     """
     if preset not in TARGET_PRESETS:
         raise ValueError(f"unknown target modules {preset!r}: use one of {', '.join(TARGET_PRESETS)}")
     ffn = preset == "attention+ffn"
     targets: list[AdapterTarget] = []
+    if family == "ltxv":
+        for i in range(len(diffusion_model.transformer_blocks)):
+            block = f"transformer_blocks.{i}"
+            targets += [AdapterTarget(f"{block}.attn1.{p}", block, "video") for p in _LTXV_ATTENTION]
+            targets += [
+                AdapterTarget(f"{block}.attn2.{p}", block, "text" if p in ("to_k", "to_v") else "video")
+                for p in _LTXV_ATTENTION
+            ]
+            if ffn:
+                targets += [AdapterTarget(f"{block}.ff.net.{j}", block, "video") for j in ("0.proj", "2")]
+        return targets
     if family == "wan":
         for i in range(len(diffusion_model.blocks)):
             block = f"blocks.{i}"
@@ -113,7 +133,10 @@ def adapter_targets(diffusion_model: nn.Module, family: str, preset: str) -> lis
 
 def block_modules(diffusion_model: nn.Module, family: str) -> dict[str, nn.Module]:
     """The transformer blocks by name: Wan's ``blocks.i``, HunyuanVideo's ``double_blocks.i`` and
-    ``single_blocks.i`` (the names ``adapter_targets`` uses for ``AdapterTarget.block``)."""
+    ``single_blocks.i``, LTX-Video's ``transformer_blocks.i`` (the names ``adapter_targets`` uses
+    for ``AdapterTarget.block``)."""
+    if family == "ltxv":
+        return {f"transformer_blocks.{i}": b for i, b in enumerate(diffusion_model.transformer_blocks)}
     if family == "wan":
         return {f"blocks.{i}": b for i, b in enumerate(diffusion_model.blocks)}
     blocks = {f"double_blocks.{i}": b for i, b in enumerate(diffusion_model.double_blocks)}
@@ -124,8 +147,9 @@ def block_modules(diffusion_model: nn.Module, family: str) -> dict[str, nn.Modul
 def inplace_updated_norms(diffusion_model: nn.Module, family: str) -> list[nn.Module]:
     """Norm layers whose input the block then updates in place (``img += ...`` in HunyuanVideo's
     double and single blocks): under autograd they must save a copy (``erasure.training.cloned_inputs``).
-    None for Wan, whose blocks never change their inputs."""
-    if family == "wan":
+    None for Wan, whose blocks never change their inputs, and for LTX-Video, whose norms are
+    functional (see ``saves_inputs_updated_in_place``)."""
+    if family in ("wan", "ltxv"):
         return []
     norms = [
         getattr(block, name)
@@ -135,24 +159,49 @@ def inplace_updated_norms(diffusion_model: nn.Module, family: str) -> list[nn.Mo
     return norms + [block.pre_norm for block in diffusion_model.single_blocks]
 
 
+def saves_inputs_updated_in_place(family: str) -> bool:
+    """Whether the family's blocks change their input in place after autograd saved it in a way no
+    module hook can reach: LTX-Video's blocks call functional ``rms_norm(x)`` (and the attention
+    projections read x), then update x with ``x += ...`` and ``x.addcmul_(...)``. The trainer then
+    has autograd save copies of those tensors (``erasure.training.saved_as_copies``)."""
+    return family == "ltxv"
+
+
 def text_first(diffusion_model: nn.Module, family: str) -> bool:
     """Whether the joint [text, video] sequence of the HunyuanVideo blocks puts the text first:
     ComfyUI 0.3.x builds HunyuanVideo's double blocks with ``flipped_img_txt`` (video first), newer
-    ComfyUI always puts the text first. False for Wan (no joint sequence)."""
-    if family == "wan":
+    ComfyUI always puts the text first. False for Wan and LTX-Video (no joint sequence)."""
+    if family not in comfy_compat.HUNYUAN_FAMILIES:
         return False
     return not getattr(diffusion_model.double_blocks[0], "flipped_img_txt", False)
 
 
 def latent_downscale(model, family: str) -> int:
-    """Pixels per latent pixel of the family's VAE (Wan 2.2 5B: 16, its latents have 48 channels)."""
+    """Pixels per latent pixel of the family's VAE (Wan 2.2 5B: 16, its latents have 48 channels;
+    LTX-Video: 32, from the model's ``vae_scale_factors``)."""
+    if family == "ltxv":
+        return int(model.model.diffusion_model.vae_scale_factors[1])
     return 16 if int(model.model.latent_format.latent_channels) == 48 else _VAE_DOWNSCALE[family]
 
 
+def latent_frames(model, family: str, length: int) -> int:
+    """Latent frames of a ``length``-frame video: the first frame, then one per 4 frames (Wan,
+    HunyuanVideo), or per the model's ``vae_scale_factors[0]`` (LTX-Video: 8), as ComfyUI's empty
+    latent nodes count them."""
+    if family == "ltxv":
+        per_frame = int(model.model.diffusion_model.vae_scale_factors[0])
+    else:
+        per_frame = _VAE_FRAMES
+    return (length - 1) // per_frame + 1
+
+
 def latent_geometry(model) -> tuple[int, tuple[int, int, int]]:
-    """(latent channels, patch size (t, h, w)) of a Wan / HunyuanVideo MODEL."""
+    """(latent channels, patch size (t, h, w)) of a Wan / HunyuanVideo / LTX-Video MODEL (LTX-Video's
+    patch size is its patchifier's)."""
     dm = model.model.diffusion_model
-    return int(model.model.latent_format.latent_channels), tuple(int(p) for p in dm.patch_size)
+    patcher = getattr(dm, "patchifier", None)
+    patch = patcher.patch_size if patcher is not None else dm.patch_size
+    return int(model.model.latent_format.latent_channels), tuple(int(p) for p in patch)
 
 
 # --- frozen weights usable by autograd ------------------------------------------------------------
@@ -219,7 +268,7 @@ def text_stream(clip, family: str) -> str:
         f"The CLIP input gives {streams} tokens, not the '{wanted}' tokens this model's text "
         "stream needs: load the text encoder that belongs to the model (umT5 for Wan, the "
         "HunyuanVideo LLaVA-Llama + CLIP-L pair for HunyuanVideo, Qwen2.5-VL + byT5 with type "
-        "hunyuan_video_15 for HunyuanVideo 1.5)."
+        "hunyuan_video_15 for HunyuanVideo 1.5, T5-XXL with type ltxv for LTX-Video)."
     )
 
 
@@ -320,10 +369,11 @@ def build_model_inputs(model, prompts: Sequence[EncodedPrompt], latent_shape: Se
         cond, extras = prompt.conditioning[0]
         params = dict(_clone_tree(extras, device), cross_attn=cond.to(device), noise=noise, device=device)
         model_conds = model.model.extra_conds(**params)
-        prompt.conds = {
-            k: v.process_cond(batch_size=1, area=None, device=device).cond.to(device)
-            for k, v in model_conds.items()
-        }
+        prompt.conds = {}
+        for k, v in model_conds.items():
+            value = v.process_cond(batch_size=1, area=None, device=device).cond
+            # Constants (LTX-Video's frame_rate) go to the model as they are, once per batch.
+            prompt.conds[k] = value.to(device) if isinstance(value, Tensor) else value
         prefix = _stream_prefix(model.model.diffusion_model, prompt.conds)
         if prefix and not prompt.stream_prefix:
             prompt.stream_prefix = prefix
@@ -355,7 +405,10 @@ def attention_override(capture: ConceptMaskCapture, previous: Callable | None) -
                 b = q.shape[0]
                 q = q.reshape(b, q.shape[1], heads, -1).transpose(1, 2)
                 k = k.reshape(b, k.shape[1], heads, -1).transpose(1, 2)
-            capture.observe(q, k, _key_bias(kwargs.get("mask"), k.shape[2]))
+            # ComfyUI 0.3.x's optimized_attention_masked (LTX-Video's cross attention) passes the mask
+            # positionally, after heads.
+            mask = kwargs["mask"] if "mask" in kwargs else (args[4] if len(args) > 4 else None)
+            capture.observe(q, k, _key_bias(mask, k.shape[2]))
         if previous is not None:
             return previous(func, *args, **kwargs)
         return func(*args, **kwargs)
@@ -384,12 +437,21 @@ class VelocityModel:
         self.transformer_options = options
 
     def signature(self, prompt: Hashable) -> tuple:
-        return tuple(sorted((k, tuple(v.shape)) for k, v in self.prompts[prompt].conds.items()))
+        """Prompts batch together when their tensors have the same shapes and constants are equal."""
+        return tuple(
+            sorted(
+                (k, tuple(v.shape) if isinstance(v, Tensor) else repr(v))
+                for k, v in self.prompts[prompt].conds.items()
+            )
+        )
 
     def forward(self, group: list[Hashable]) -> Tensor:
         n = len(group)
-        keys = self.prompts[group[0]].conds.keys()
-        conds = {k: torch.cat([self.prompts[p].conds[k] for p in group]) for k in keys}
+        first = self.prompts[group[0]].conds
+        conds = {
+            k: torch.cat([self.prompts[p].conds[k] for p in group]) if isinstance(v, Tensor) else v
+            for k, v in first.items()
+        }
         x = self.x_t.expand(n, *self.x_t.shape[1:])
         sigma = self.sigma.expand(n)
         options = dict(self.transformer_options, sigmas=sigma)

@@ -46,8 +46,9 @@ METHOD = "T2VUnlearning"
 TRAINING_DTYPES = ("auto", "bf16", "fp16", "fp32")
 AUGMENTED_PROMPTS = 16
 MAX_SIGMA_PERCENT = 0.99  # never sigma = 0, where the velocity is undefined
-# HunyuanVideo's guidance is embedded (6.0); HunyuanVideo 1.5 samples with real CFG (ComfyUI's template: 6).
-SAMPLING_CFG = {"wan": 5.0, "hunyuan_video": 1.0, "hunyuan_video15": 6.0}
+# HunyuanVideo's guidance is embedded (6.0); HunyuanVideo 1.5 samples with real CFG (ComfyUI's template: 6),
+# LTX-Video too (ComfyUI's LTX-Video template: 3).
+SAMPLING_CFG = {"wan": 5.0, "hunyuan_video": 1.0, "hunyuan_video15": 6.0, "ltxv": 3.0}
 
 
 def split_lines(text: str) -> list[str]:
@@ -115,14 +116,15 @@ def check_latents(samples: torch.Tensor, channels: int, patch: tuple[int, int, i
             f"latents have shape {list(samples.shape)}; a video latent is "
             f"[batch, {channels}, frames, height, width]. Make them with this model (e.g. "
             "EmptyHunyuanLatentVideo + KSampler for Wan 2.1 and HunyuanVideo, Wan22ImageToVideoLatent "
-            "for Wan 2.2 5B, EmptyHunyuanVideo15Latent for HunyuanVideo 1.5)."
+            "for Wan 2.2 5B, EmptyHunyuanVideo15Latent for HunyuanVideo 1.5, EmptyLTXVLatentVideo for "
+            "LTX-Video)."
         )
     b, c, t, h, w = samples.shape
     if c != channels:
         raise ValueError(
             f"latents have {c} channels but this model's latents have {channels} "
-            "(Wan 2.1 and HunyuanVideo: 16, HunyuanVideo 1.5: 32, Wan 2.2 5B: 48): they come from another "
-            "model or VAE."
+            "(Wan 2.1 and HunyuanVideo: 16, HunyuanVideo 1.5: 32, Wan 2.2 5B: 48, LTX-Video: 128): they come "
+            "from another model or VAE."
         )
     checks.require_finite({"samples": samples}, "the latents", "make them again with this model")
     pt, ph, pw = patch
@@ -135,8 +137,9 @@ def check_latents(samples: torch.Tensor, channels: int, patch: tuple[int, int, i
 
 def _sample_latents(model, clip_prompts, uncond, family: str, request: LatentRequest, seed: int):
     channels, _ = train_compat.latent_geometry(model)
-    spatial = train_compat.latent_downscale(model, family)  # Wan 2.2's and HunyuanVideo 1.5's VAE: 16x
-    shape = [1, channels, (request.length - 1) // 4 + 1, request.height // spatial, request.width // spatial]
+    spatial = train_compat.latent_downscale(model, family)  # Wan 2.2's, HunyuanVideo 1.5's VAE: 16x
+    frames = train_compat.latent_frames(model, family, request.length)
+    shape = [1, channels, frames, request.height // spatial, request.width // spatial]
     positives = [p.conditioning for p in clip_prompts[: request.count]]
     LOG.info(
         "UnlearnTrainLoRA: no latents given; sampling %d concept clips of %s with %d euler steps",
@@ -310,7 +313,14 @@ def _train(model, settings: TrainSettings, family, prompt_sets, x0_all, patch, n
         train_compat.training_mode(),
         train_compat.autograd_usable_weights(dm),
         cloned_inputs(norms),
-        wrapped_blocks(blocks, capture, marker, settings.gradient_checkpointing, copy_inputs=bool(norms)),
+        wrapped_blocks(
+            blocks,
+            capture,
+            marker,
+            settings.gradient_checkpointing,
+            copy_inputs=bool(norms),
+            copy_saved_inputs=train_compat.saves_inputs_updated_in_place(family),
+        ),
     ):
         adapters.attach()
         try:
@@ -332,16 +342,21 @@ class UnlearnTrainLoRA(io.ComfyNode):
             display_name="Unlearn: Train LoRA (T2VUnlearning)",
             category=CATEGORY,
             description=(
-                "Trains a LoRA that erases a concept from Wan 2.1/2.2, HunyuanVideo or HunyuanVideo 1.5 "
+                "Trains a LoRA that erases a concept from Wan 2.1/2.2, HunyuanVideo, HunyuanVideo 1.5 or "
+                "LTX-Video 0.9 "
                 "(T2VUnlearning: negative guidance target, cross-attention localization, preservation). LoRA "
                 "and optimizer "
                 "in fp32; the frozen predictions come from the same model with the LoRA off. Cancel stops "
                 "within one step."
             ),
             inputs=[
-                io.Model.Input("model", tooltip="The Wan or HunyuanVideo model to erase the concept from."),
+                io.Model.Input(
+                    "model", tooltip="The Wan, HunyuanVideo or LTX-Video model to erase the concept from."
+                ),
                 io.Clip.Input(
-                    "clip", tooltip="The model's text encoder (umT5 for Wan, HunyuanVideo's for it)."
+                    "clip",
+                    tooltip="The model's text encoder (umT5 for Wan, HunyuanVideo's for it, T5-XXL for "
+                    "LTX-Video).",
                 ),
                 io.String.Input("concept", default="nudity", tooltip="The concept to erase, as words."),
                 io.String.Input(
@@ -371,7 +386,8 @@ class UnlearnTrainLoRA(io.ComfyNode):
                     options=list(train_compat.TARGET_PRESETS),
                     default="attention",
                     tooltip="attention: Wan self/cross-attention q,k,v,o; HunyuanVideo img/txt attention "
-                    "qkv/proj and single-block linear1/linear2. attention+ffn also trains the MLPs.",
+                    "qkv/proj and single-block linear1/linear2; LTX-Video attn1/attn2 to_q,to_k,to_v,to_out. "
+                    "attention+ffn also trains the MLPs.",
                 ),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
                 io.Boolean.Input(

@@ -4,11 +4,11 @@ The definitions are API-format graphs (class_type + inputs by name); the UI form
 order, output names and link types come from a live ComfyUI's /object_info, so the files match
 the node schemas exactly. Run inside .venv: ``python scripts/build_workflows.py``.
 
-Model file names follow ComfyUI's own Wan 2.1, Wan 2.2, HunyuanVideo and HunyuanVideo 1.5 examples
-(the 1.5 names are those of the comfyui-workflow-templates package's
+Model file names follow ComfyUI's own Wan 2.1, Wan 2.2, HunyuanVideo, HunyuanVideo 1.5 and LTX-Video
+examples (the 1.5 names are those of the comfyui-workflow-templates package's
 ``video_hunyuan_video_1.5_720p_t2v``), so users only
 pick their files if they named them differently. The toy-world demo (``toy_world_erasure``) takes
-every setting from ``benchmarks/toy_world/erasure_settings.py``: change them there and rerun this.
+every setting from ``toy_world/erasure_settings.py``: change them there and rerun this.
 """
 
 from __future__ import annotations
@@ -44,6 +44,14 @@ HUNYUAN15 = "hunyuanvideo1.5_720p_t2v_fp16.safetensors"
 QWEN25_VL = "qwen_2.5_vl_7b_fp8_scaled.safetensors"
 BYT5 = "byt5_small_glyphxl_fp16.safetensors"
 HUNYUAN15_VAE = "hunyuanvideo15_vae_fp16.safetensors"
+# LTX-Video 0.9 as ComfyUI's own LTX-Video text-to-video example loads it: one checkpoint (model and
+# VAE), T5-XXL through CLIPLoader with type ltxv.
+LTXV_CHECKPOINT = "ltx-video-2b-v0.9.safetensors"
+T5XXL = "t5xxl_fp16.safetensors"
+LTXV_NEGATIVE = (
+    "low quality, worst quality, deformed, distorted, disfigured, motion smear, motion artifacts, "
+    "fused fingers, bad anatomy, weird hand, ugly"
+)
 # The LoRA workflow 2 saves (UnlearnSaveLoRA numbers it) and a HunyuanVideo one for workflow 3.
 HUNYUAN_LORA = "unlearning/hunyuan_video_nudity_00001_.safetensors"
 # Group colours (from the canvas's own palette).
@@ -84,35 +92,60 @@ def out(node_id: str, slot: int = 0) -> list:
     return [node_id, slot]
 
 
+def ksampler(sampler: dict):
+    """The sampling of workflows 1 and 6 for ``original_vs_erased``: one KSampler with ``sampler``'s
+    settings per model."""
+
+    def sample(d: Definition, band: int, title: str, model, positive: list, negative: list, latent) -> str:
+        return d.add(
+            "KSampler",
+            f"KSampler ({title})",
+            band=band,
+            column=4,
+            model=out(model),
+            positive=positive,
+            negative=negative,
+            latent_image=out(latent),
+            **sampler,
+        )
+
+    return sample
+
+
 def original_vs_erased(
-    d: Definition, model, clip, vae, *, negative_text: str, latent, sampler: dict, fps: float, prefix: str
+    d: Definition,
+    model,
+    clip,
+    vae,
+    *,
+    negative_text: str,
+    latent,
+    sample,
+    fps: float,
+    prefix: str,
+    condition=None,
 ) -> Definition:
-    """The refusal-vector comparison of workflows 1 and 6: the nudity vector estimated on ``model``
+    """The refusal-vector comparison of workflows 1, 6 and 7: the nudity vector estimated on ``model``
     and applied; the same prompt, seed and ``latent`` (class, inputs) sampled by the original and
-    the erased model, both checked with NudeNet, stitched side by side into one animated WEBP."""
+    the erased model (``sample``: see ``ksampler``), decoded with ``vae`` (a node, or a link to a
+    checkpoint's VAE output), both checked with NudeNet, stitched side by side
+    into one animated WEBP. ``condition(d, positive, negative)`` turns the encoded prompts into the
+    sampler's conditioning (LTX-Video's LTXVConditioning); by default they go in as they are."""
     latent_class, latent_inputs = latent
+    vae_link = vae if isinstance(vae, list) else out(vae)
     vector = d.add(
         "UnlearnRefusalEstimate", band=1, column=2, model=out(model), clip=out(clip), preset="nudity"
     )
     erased = d.add("UnlearnRefusalApply", band=1, column=3, model=out(model), refusal_vector=out(vector))
     positive = d.add("CLIPTextEncode", text=NUDITY_PROMPT, clip=out(clip), column=2)
     negative = d.add("CLIPTextEncode", text=negative_text, clip=out(clip), column=2)
+    conditioning = condition(d, positive, negative) if condition else (out(positive), out(negative))
     latent = d.add(latent_class, column=3, **latent_inputs)
     checks, rows = [], {0: [], 1: [vector, erased]}
     for band, (title, source) in enumerate((("original", model), ("erased", erased))):
-        ks = d.add(
-            "KSampler",
-            f"KSampler ({title})",
-            band=band,
-            column=4,
-            model=out(source),
-            positive=out(positive),
-            negative=out(negative),
-            latent_image=out(latent),
-            **sampler,
-        )
+        ks = sample(d, band, title, source, *conditioning, latent)
         frames = d.add(
-            "VAEDecode", f"VAE Decode ({title})", band=band, column=5, samples=out(ks), vae=out(vae)
+            "VAEDecode", f"VAE Decode ({title})", band=band, column=5, samples=out(ks), vae=vae_link
         )
         checks.append(d.add("NudeNetCheck", f"NudeNet ({title})", band=band, column=6, images=out(frames)))
         rows[band] += [ks, frames, checks[-1]]
@@ -151,7 +184,7 @@ def wan21_t2v_refusal_nudity() -> Definition:
         vae,
         negative_text=WAN_NEGATIVE,
         latent=("EmptyHunyuanLatentVideo", dict(width=832, height=480, length=33, batch_size=1)),
-        sampler=sampler,
+        sample=ksampler(sampler),
         fps=16.0,
         prefix="video_unlearning/original_vs_erased",
     )
@@ -254,9 +287,69 @@ def hunyuan_video15_refusal_nudity() -> Definition:
         vae,
         negative_text="",
         latent=("EmptyHunyuanVideo15Latent", dict(width=848, height=480, length=33, batch_size=1)),
-        sampler=sampler,
+        sample=ksampler(sampler),
         fps=24.0,
         prefix="video_unlearning/hunyuan_video15_original_vs_erased",
+    )
+
+
+def ltxv_refusal_nudity() -> Definition:
+    """Workflow 7: LTX-Video 0.9 with the nudity refusal vector (measured on its caption_projection
+    context, no probe run); the same prompt and seed sampled by the original and the erased model as
+    ComfyUI's own LTX-Video example samples (LTXVConditioning at 25 fps, LTXVScheduler, euler,
+    SamplerCustom at cfg 3), both checked with NudeNet, side by side."""
+    d = Definition()
+    checkpoint = d.add("CheckpointLoaderSimple", ckpt_name=LTXV_CHECKPOINT)
+    clip = d.add("CLIPLoader", clip_name=T5XXL, type="ltxv")
+
+    def condition(d: Definition, positive: str, negative: str) -> tuple[list, list]:
+        both = d.add(
+            "LTXVConditioning", column=3, positive=out(positive), negative=out(negative), frame_rate=25.0
+        )
+        return out(both, 0), out(both, 1)
+
+    shared = {}
+
+    def sample(d: Definition, band: int, title: str, model, positive: list, negative: list, latent) -> str:
+        if not shared:  # one scheduler and sampler choice for both models
+            shared["sigmas"] = d.add(
+                "LTXVScheduler",
+                column=3,
+                latent=out(latent),
+                steps=30,
+                max_shift=2.05,
+                base_shift=0.95,
+                stretch=True,
+                terminal=0.1,
+            )
+            shared["sampler"] = d.add("KSamplerSelect", column=3, sampler_name="euler")
+        return d.add(
+            "SamplerCustom",
+            f"SamplerCustom ({title})",
+            band=band,
+            column=4,
+            model=out(model),
+            add_noise=True,
+            noise_seed=42,
+            cfg=3.0,
+            positive=positive,
+            negative=negative,
+            sampler=out(shared["sampler"]),
+            sigmas=out(shared["sigmas"]),
+            latent_image=out(latent),
+        )
+
+    return original_vs_erased(
+        d,
+        checkpoint,
+        clip,
+        out(checkpoint, 2),
+        negative_text=LTXV_NEGATIVE,
+        latent=("EmptyLTXVLatentVideo", dict(width=768, height=512, length=97, batch_size=1)),
+        sample=sample,
+        condition=condition,
+        fps=24.0,
+        prefix="video_unlearning/ltxv_original_vs_erased",
     )
 
 
@@ -341,16 +434,16 @@ def wan22_a14b_refusal_both_experts() -> Definition:
 
 
 def toy_world_settings():
-    """(``benchmarks/toy_world/erasure_settings``, the toy model's file name), from the pack as ComfyUI
+    """(``toy_world/erasure_settings``, the toy model's file name), from the pack as ComfyUI
     names it when the tests have registered it, else from this checkout."""
     try:
-        from video_unlearning.benchmarks import toy_world
-        from video_unlearning.benchmarks.toy_world import erasure_settings
+        from video_unlearning import toy_world
+        from video_unlearning.toy_world import erasure_settings
     except ImportError:
         if str(comfyui_host.REPO_ROOT) not in sys.path:
             sys.path.append(str(comfyui_host.REPO_ROOT))  # never ahead of ComfyUI's nodes.py
-        from benchmarks import toy_world
-        from benchmarks.toy_world import erasure_settings
+        import toy_world
+        from toy_world import erasure_settings
     return erasure_settings, toy_world.MODEL_FILE.name
 
 
@@ -488,6 +581,7 @@ WORKFLOWS = {
     "wan22_a14b_refusal_both_experts": wan22_a14b_refusal_both_experts,
     "toy_world_erasure": toy_world_erasure,
     "hunyuan_video15_refusal_nudity": hunyuan_video15_refusal_nudity,
+    "ltxv_refusal_nudity": ltxv_refusal_nudity,
 }
 DEMO_WORKFLOW = "toy_world_erasure"
 

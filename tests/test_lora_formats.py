@@ -42,7 +42,17 @@ HUNYUAN_LAYERS = {
     "single_blocks.0.linear1": "single_blocks.0.linear1",
     "single_blocks.0.modulation.lin": "single_blocks.0.modulation.linear",
 }
-LAYERS = {"tiny_wan21_t2v": WAN_LAYERS, "tiny_hunyuan_video": HUNYUAN_LAYERS}
+# LTX-Video: what the unlearning trainer writes (attention and feed-forward of a block), and the
+# text projection the refusal edit's context comes from.
+LTXV_LAYERS = {
+    "transformer_blocks.0.attn1.to_q": None,
+    "transformer_blocks.1.attn2.to_k": None,
+    "transformer_blocks.0.attn2.to_out.0": None,
+    "transformer_blocks.1.ff.net.0.proj": None,
+    "transformer_blocks.0.ff.net.2": None,
+    "caption_projection.linear_1": None,
+}
+LAYERS = {"tiny_wan21_t2v": WAN_LAYERS, "tiny_hunyuan_video": HUNYUAN_LAYERS, "tiny_ltxv": LTXV_LAYERS}
 PAIRS = {"lora_up": (".lora_up.weight", ".lora_down.weight"), "peft": (".lora_B.weight", ".lora_A.weight")}
 
 

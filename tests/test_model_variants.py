@@ -449,10 +449,11 @@ def test_hunyuan_video15_is_its_own_family_with_the_text_stream_sites(comfy):
 # --- LTX-Video ---------------------------------------------------------------------------------
 
 
-def test_ltxv_is_its_own_family_with_one_context_site_and_no_trainer(comfy):
+def test_ltxv_is_its_own_family_with_one_context_site_and_trainer_targets(comfy):
     """LTX-Video 0.9 (in TINY_MODELS) is detected by its config class and its text path:
     caption_projection into every block's attn2; one context site (no probe run), edited at
-    attn2.to_k / to_v; the trainer refuses it before any work, saying why."""
+    attn2.to_k / to_v; the trainer takes it, with adapters on every block's attn1 / attn2
+    projections (to_k / to_v of attn2 read the text) and, with ffn, the feed-forward."""
     from video_unlearning.nodes import comfy_compat as compat
     from video_unlearning.nodes import train_compat
 
@@ -470,11 +471,28 @@ def test_ltxv_is_its_own_family_with_one_context_site_and_no_trainer(comfy):
     assert [m for _, m in spec.modules] == [
         f"transformer_blocks.{i}.attn2.{t}" for i in range(2) for t in ("to_k", "to_v")
     ]
-    with pytest.raises(
-        ValueError, match="cannot train LTX-Video models \\(LTXV\\): the trainer does not know"
-    ):
-        train_compat.supported_architecture(model, "Unlearn: Train LoRA")
-    assert train_compat.supported_architecture(model, "Unlearn: Load LoRA", for_training=False).name == "ltxv"
+    assert train_compat.supported_architecture(model, "Unlearn: Train LoRA").name == "ltxv"
+    assert compat.training_problem(model, arch) is None
+    dm = model.model.diffusion_model
+    projections = ("to_q", "to_k", "to_v", "to_out.0")
+    targets = train_compat.adapter_targets(dm, "ltxv", "attention+ffn")
+    assert [(t.name, t.block, t.tokens) for t in targets] == [
+        (f"transformer_blocks.{i}.{name}", f"transformer_blocks.{i}", tokens)
+        for i in range(2)
+        for name, tokens in [
+            *((f"attn1.{p}", "video") for p in projections),
+            *((f"attn2.{p}", "text" if p in ("to_k", "to_v") else "video") for p in projections),
+            ("ff.net.0.proj", "video"),
+            ("ff.net.2", "video"),
+        ]
+    ]
+    assert len(train_compat.adapter_targets(dm, "ltxv", "attention")) == 2 * 8
+    assert sorted(train_compat.block_modules(dm, "ltxv")) == [f"transformer_blocks.{i}" for i in range(2)]
+    assert train_compat.latent_geometry(model) == (128, (1, 1, 1))
+    # EmptyLTXVLatentVideo's arithmetic: 8x in time after the first frame, 32x in space.
+    assert train_compat.latent_downscale(model, "ltxv") == 32
+    assert [train_compat.latent_frames(model, "ltxv", n) for n in (1, 9, 97)] == [1, 2, 13]
+    assert train_compat.text_first(dm, "ltxv") is False
 
 
 # --- models that are not accepted -------------------------------------------------------------

@@ -203,6 +203,74 @@ def test_in_place_blocks_train_with_and_without_checkpointing_to_the_same_gradie
         torch.testing.assert_close(a, b)
 
 
+class _FunctionalNormBlock(nn.Module):
+    """An LTX-Video-like block: functional rms_norm (no module a hook could reach), then in-place
+    updates of its input, ``x += ...`` and ``x.addcmul_(...)``; ``in_place=False`` is the same
+    function written out of place, the reference."""
+
+    def __init__(self, in_place: bool = True) -> None:
+        super().__init__()
+        self.attn, self.ff = nn.Linear(8, 8), nn.Linear(8, 8)
+        self.in_place, self.calls = in_place, 0
+
+    def forward(self, x):
+        self.calls += 1
+        norm = nn.functional.rms_norm
+        if not self.in_place:
+            x = x + self.attn(norm(x, (8,)))
+            y = norm(x, (8,))
+            return x + self.ff(y) * y
+        x += self.attn(norm(x, (8,)))
+        y = norm(x, (8,))
+        x.addcmul_(self.ff(y), y)
+        return x
+
+
+def _functional_norm_grads(in_place: bool, checkpoint: bool | None) -> tuple[list[torch.Tensor], list[int]]:
+    """Adapter gradients of the two-block model; ``checkpoint`` None: blocks not wrapped at all."""
+    torch.manual_seed(0)
+    model = nn.Sequential(_FunctionalNormBlock(in_place), _FunctionalNormBlock(in_place))
+    model.requires_grad_(False)
+    marker = training.MarkedRow()
+    targets = [training.AdapterTarget(f"{i}.{m}", str(i), "video") for i in range(2) for m in ("attn", "ff")]
+    adapters = training.AdapterSet(dict(model.named_modules()), targets, 2, 2.0, 0, marker)
+    for a in adapters.adapters.values():
+        a.up.data.normal_(generator=torch.Generator().manual_seed(5))
+    capture = training.ConceptMaskCapture(0.1, marker)
+    blocks = {str(i): b for i, b in enumerate(model)}
+    x = torch.randn(2, 4, 8, generator=torch.Generator().manual_seed(6))
+    wrapped = (
+        contextlib.nullcontext()
+        if checkpoint is None
+        else training.wrapped_blocks(
+            blocks, capture, marker, checkpoint, copy_inputs=False, copy_saved_inputs=True
+        )
+    )
+    with wrapped:
+        adapters.attach()
+        try:
+            model(x.clone()).pow(2).mean().backward()
+        finally:
+            adapters.detach()
+    return [p.grad.clone() for p in adapters.parameters()], [b.calls for b in model]
+
+
+def test_functional_norm_blocks_train_on_saved_copies_with_and_without_checkpointing():
+    """Saved copies of the tensors that share the block input's storage make the in-place block
+    trainable, with exactly the reference's gradients, and checkpointing still recomputes each block
+    (the copies are handed on to the checkpoint's own saved-tensor hooks, not kept instead)."""
+    with pytest.raises(RuntimeError, match="inplace"):
+        _functional_norm_grads(in_place=True, checkpoint=None)
+    reference, _ = _functional_norm_grads(in_place=False, checkpoint=None)
+    plain, plain_calls = _functional_norm_grads(in_place=True, checkpoint=False)
+    checkpointed, checkpointed_calls = _functional_norm_grads(in_place=True, checkpoint=True)
+    assert all(g.abs().sum() > 0 for g in reference)
+    assert (plain_calls, checkpointed_calls) == ([1, 1], [2, 2])
+    for ref, a, b in zip(reference, plain, checkpointed, strict=True):
+        torch.testing.assert_close(a, ref, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+
+
 def test_checkpoint_recomputation_does_not_record_adapter_energy_again():
     """The energies in the loss come from the first pass; a recomputed block must not replace them
     (the replacement would keep that block's recomputed graph alive until the step ends)."""

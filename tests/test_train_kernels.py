@@ -9,8 +9,9 @@ tiny real-architecture models in-process, show on every ComfyUI version the suit
   (on versions that have them) and the model's output is bit-identical to before training;
 * one training step's LoRA gradients equal a reference computed with every comfy_kitchen entry
   point the model calls replaced by plain torch ops written here (RoPE as a 2x2 rotation of each
-  feature pair) and the flag left unset, to 1e-5 relative (the difference's norm over the
-  reference's, over all LoRA tensors; float32 rounding of the two RoPE forms is about 1e-6);
+  feature pair, LTX-Video's modulated RMS norm as its formula) and the flag left unset, to 1e-5
+  relative (the difference's norm over the reference's, over all LoRA tensors; float32 rounding of
+  the two RoPE forms is about 1e-6);
 * a MODEL under dynamic VRAM (``ModelPatcherDynamic``, which never loads fully) is refused before
   any work, with a message that says what to do.
 """
@@ -25,7 +26,12 @@ import torch
 from test_train_lora import MODELS, PRESERVE, Probe, latent, load, settings
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-BLOCK = {"wan": "blocks.0", "hunyuan_video": "double_blocks.0", "hunyuan_video15": "double_blocks.0"}
+BLOCK = {
+    "wan": "blocks.0",
+    "hunyuan_video": "double_blocks.0",
+    "hunyuan_video15": "double_blocks.0",
+    "ltxv": "transformer_blocks.0",
+}
 CONCEPT_PROMPTS = ["a nude woman on a beach", "nudity in a city street"]
 GRADIENT_TOLERANCE = 1e-5
 
@@ -46,7 +52,19 @@ def plain_apply_rope(q: torch.Tensor, k: torch.Tensor, freqs: torch.Tensor):
     return plain_apply_rope1(q, freqs), plain_apply_rope1(k, freqs)
 
 
-PLAIN_KERNELS = {"apply_rope1": plain_apply_rope1, "apply_rope": plain_apply_rope}
+def plain_rms_adaln(
+    x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
+    """LTX-Video's modulated norm with torch ops only: ``x / rms(x) * (1 + scale) + shift``."""
+    rms = x.float().pow(2).mean(dim=-1, keepdim=True).add(eps).sqrt()
+    return ((x.float() / rms).type_as(x) * (1 + scale) + shift).type_as(x)
+
+
+PLAIN_KERNELS = {
+    "apply_rope1": plain_apply_rope1,
+    "apply_rope": plain_apply_rope,
+    "rms_adaln": plain_rms_adaln,
+}
 
 
 class KitchenProxy:

@@ -1,5 +1,5 @@
-"""UnlearnTrainLoRA on the tiny real-architecture Wan 2.1, HunyuanVideo and HunyuanVideo 1.5 models,
-in-process (CPU).
+"""UnlearnTrainLoRA on the tiny real-architecture Wan 2.1, HunyuanVideo, HunyuanVideo 1.5 and
+LTX-Video 0.9 models, in-process (CPU).
 
 Models and text encoders load inside torch.inference_mode(), as ComfyUI runs nodes. Velocities are
 measured here with the model's own ``apply_model``, not with the trainer's code.
@@ -20,12 +20,21 @@ MODELS = {
     "wan": "tiny_wan21_t2v",
     "hunyuan_video": "tiny_hunyuan_video",
     "hunyuan_video15": "tiny_hunyuan_video15",
+    "ltxv": "tiny_ltxv",
 }
-ARCHITECTURES = {"wan": "wan21_t2v", "hunyuan_video": "hunyuan_video", "hunyuan_video15": "hunyuan_video15"}
+ARCHITECTURES = {
+    "wan": "wan21_t2v",
+    "hunyuan_video": "hunyuan_video",
+    "hunyuan_video15": "hunyuan_video15",
+    "ltxv": "ltxv",
+}
+# Self-sampled clip size per family where QUICK's 5 frames of 64 x 64 would be too few tokens:
+# LTX-Video's VAE is 8x in time and 32x in space, so 9 frames of 256 x 256 make a [2, 8, 8] latent.
+SAMPLED_SIZE = {"ltxv": dict(width=256, height=256, length=9)}
 
 
 def latent(family: str, batch: int = 1, generator=None) -> torch.Tensor:
-    """A [batch, C, 2, 8, 8] latent of the family's channel count (HunyuanVideo 1.5: 32)."""
+    """A [batch, C, 2, 8, 8] latent of the family's channel count (HunyuanVideo 1.5: 32, LTX-Video: 128)."""
     channels = TINY_MODELS[MODELS[family]].latent_channels
     return torch.randn(batch, channels, 2, 8, 8, generator=generator)
 
@@ -105,7 +114,8 @@ class Probe:
         import comfy.model_management
 
         cond, extras = self.cond(prompt)
-        if self.family == "hunyuan_video15":  # ComfyUI's own extra_conds: its concat channels, byT5 rows
+        if self.family in ("hunyuan_video15", "ltxv"):  # ComfyUI's own extra_conds: concat channels,
+            # byT5 rows (1.5); T5 attention mask and frame rate (LTX-Video)
             conds = model.model.extra_conds(cross_attn=cond, noise=self.points[0][0], device="cpu", **extras)
             kwargs = {k: v.process_cond(batch_size=1, area=None, device="cpu").cond for k, v in conds.items()}
             kwargs.pop("c_crossattn")
@@ -139,7 +149,7 @@ def trained(comfy):
     def get(family: str):
         if family not in runs:
             model, clip = load(MODELS[family])
-            out = train(model, clip, prompts(family)[0])
+            out = train(model, clip, prompts(family)[0], **SAMPLED_SIZE.get(family, {}))
             runs[family] = dict(base=model, clip=clip, out=out, probe=Probe(family, clip))
         return runs[family]
 
@@ -354,9 +364,10 @@ def test_checkpointing_gives_the_same_lora_as_plain_backprop(comfy):
             torch.testing.assert_close(plain[key], checkpointed[key], rtol=1e-4, atol=1e-6)
 
 
-def test_bf16_training_keeps_fp32_lora_and_finite_losses(comfy):
-    model, clip = load(MODELS["hunyuan_video"])
-    latents = {"samples": torch.randn(1, 16, 1, 8, 8)}
+@pytest.mark.parametrize("family", ["hunyuan_video", "ltxv"])
+def test_bf16_training_keeps_fp32_lora_and_finite_losses(comfy, family):
+    model, clip = load(MODELS[family])
+    latents = {"samples": latent(family)[:, :, :1]}
     out = train(model, clip, ["nudity on a beach"], latents=latents, steps=2, training_dtype="bf16")
     assert all(t.dtype == torch.float32 for t in out.result[1].values())
     assert all(torch.isfinite(torch.tensor(v)).all() for v in out.result[2].values())
@@ -566,7 +577,8 @@ def test_wan_2_2_5b_and_i2v_train_with_their_own_sampled_latents(comfy, name, pr
 @pytest.mark.parametrize("family", sorted(MODELS))
 def test_concept_masks_come_from_each_blocks_text_attention(comfy, family):
     """Every block gets a mask from the concept prompt's attention to its concept tokens; for Wan it
-    equals the mask computed independently from block 0's cross-attention q and k; for the
+    equals the mask computed independently from block 0's cross-attention q and k (LTX-Video: attn2's,
+    with the T5 padding keys masked as the model masks them); for the
     HunyuanVideo models, the one from block 0's joint attention, whose text keys are found where
     ComfyUI put them (after the video in ComfyUI 0.3.x's HunyuanVideo, first in newer ComfyUI)."""
     from video_unlearning.erasure import masks
@@ -593,7 +605,7 @@ def test_concept_masks_come_from_each_blocks_text_attention(comfy, family):
     model.model_options["transformer_options"] = {"optimized_attention_override": record}
     txt_qkv = {}
     qkv_hook = None
-    if family != "wan":
+    if family in ("hunyuan_video", "hunyuan_video15"):
         qkv_hook = dm.double_blocks[0].txt_attn.qkv.register_forward_hook(
             lambda m, args, output: txt_qkv.setdefault("out", output)
         )
@@ -609,9 +621,13 @@ def test_concept_masks_come_from_each_blocks_text_attention(comfy, family):
         velocity = train_compat.VelocityModel(model, {"c": prompt}, capture)
         velocity.x_t, velocity.sigma = x0, torch.tensor([0.6])
         seen = {}
-        hook = dm.get_submodule(
-            "blocks.0.cross_attn" if family == "wan" else "double_blocks.0"
-        ).register_forward_pre_hook(lambda m, args: seen.update(args=args))
+        first = {"wan": "blocks.0.cross_attn", "ltxv": "transformer_blocks.0.attn2"}.get(
+            family, "double_blocks.0"
+        )
+        hook = dm.get_submodule(first).register_forward_pre_hook(  # copies: LTX-Video updates x in place
+            lambda m, args, kwargs: seen.update(args=[a.clone() for a in args], kwargs=kwargs),
+            with_kwargs=True,
+        )
         try:
             with wrapped_blocks(train_compat.block_modules(dm, family), capture, marker, checkpoint=False):
                 predict_grouped(velocity.forward, ["c"], velocity.signature, marker, "c")
@@ -633,6 +649,22 @@ def test_concept_masks_come_from_each_blocks_text_attention(comfy, family):
             k = attn.norm_k(attn.k(context)).reshape(1, -1, 2, 128).transpose(1, 2)
             expected = masks.concept_mask(masks.concept_attention(q, k, [1]), 2, 0.1)
         assert torch.equal(capture.masks["blocks.0"], expected)
+    elif family == "ltxv":  # attn2: q from the video rows, k from the projected T5 context, 32 heads of 8
+        x, context = seen["args"][0], seen["kwargs"]["context"]
+        attn = dm.transformer_blocks[0].attn2
+        real = prompt.conds["attention_mask"].reshape(1, -1).bool()
+        assert 0 < int(real.sum()) < prompt.text_len  # T5 pads to 128 tokens: the mask must count
+        bias = torch.zeros(real.shape).masked_fill(~real, float("-inf"))
+        with torch.no_grad():
+            q = attn.q_norm(attn.to_q(x)).reshape(1, tokens, 32, 8).transpose(1, 2)
+            k = attn.k_norm(attn.to_k(context)).reshape(1, -1, 32, 8).transpose(1, 2)
+            expected = masks.concept_mask(masks.concept_attention(q, k, [1], bias), 2, 0.1)
+            unmasked = masks.concept_mask(masks.concept_attention(q, k, [1]), 2, 0.1)
+        assert torch.equal(capture.masks["transformer_blocks.0"], expected)
+        print(
+            f"ltxv block 0 mask: {int(expected.sum())} of {tokens} tokens; without the T5 mask "
+            f"{int((unmasked != expected).sum())} differ"
+        )
     else:
         n_text = prompt.text_len
         q, k = next((q, k) for q, k in calls if k.shape[2] == tokens + n_text)  # double block 0
@@ -668,3 +700,37 @@ def test_hunyuan15_quoted_text_puts_byt5_rows_ahead_of_the_concept_tokens(comfy)
     assert glyphs.text_len == plain.text_len + 2 + byt5_rows  # the two quote marks are Qwen tokens too
     out = train(model, clip, [quoted], steps=2, rank=4, sampled_clips=1)
     assert all(torch.isfinite(torch.tensor(v)).all() for v in out.result[2].values())
+
+
+def test_ltxv_samples_its_own_clips_at_its_vae_geometry_and_needs_the_saved_copies(comfy, monkeypatch):
+    """LTX-Video: self-sampled clips have EmptyLTXVLatentVideo's shape (128 channels, 8x in time
+    after the first frame, 32x in space) and are sampled at the template's cfg 3; its blocks update
+    x in place after functional rms_norm saved it, so without the trainer's saved copies the
+    backward pass fails (with or without checkpointing), and with them it trains."""
+    from video_unlearning.nodes import train_compat
+
+    model, clip = load(MODELS["ltxv"])
+    seen = []
+    sample = train_compat.sample_concept_latents
+
+    def recording(model, conditionings, negative, shape, steps, cfg, seed):
+        seen.append((list(shape), cfg, len(conditionings)))
+        return sample(model, conditionings, negative, shape, steps, cfg, seed)
+
+    monkeypatch.setattr(train_compat, "sample_concept_latents", recording)
+    sizes = dict(width=256, height=192, length=17, sampled_clips=1)
+    out = train(model, clip, ["nudity on a beach"], steps=2, rank=4, **sizes)
+    assert seen == [([1, 128, 3, 6, 8], 3.0, 1)]
+    assert all(torch.isfinite(torch.tensor(v)).all() for v in out.result[2].values())
+    monkeypatch.setattr(train_compat, "saves_inputs_updated_in_place", lambda family: False)
+    latents = {"samples": latent("ltxv")}
+    for checkpointing in (False, True):
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            train(
+                model,
+                clip,
+                ["nudity on a beach"],
+                latents=latents,
+                steps=1,
+                gradient_checkpointing=checkpointing,
+            )

@@ -18,7 +18,15 @@ WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "workflows"
 WORKFLOW_FILES = sorted(WORKFLOWS_DIR.glob("*.json"))
 # Widgets that name a model file: the host does not have the real ones (test_workflows_run swaps
 # them for tiny models), so their values are checked against the names ComfyUI's examples use.
-MODEL_FILE_WIDGETS = {"unet_name", "clip_name", "clip_name1", "clip_name2", "vae_name", "lora_name"}
+MODEL_FILE_WIDGETS = {
+    "unet_name",
+    "ckpt_name",
+    "clip_name",
+    "clip_name1",
+    "clip_name2",
+    "vae_name",
+    "lora_name",
+}
 EXAMPLE_FILE_NAMES = {
     build_workflows.WAN21_T2V,
     build_workflows.UMT5,
@@ -34,6 +42,8 @@ EXAMPLE_FILE_NAMES = {
     build_workflows.QWEN25_VL,
     build_workflows.BYT5,
     build_workflows.HUNYUAN15_VAE,
+    build_workflows.LTXV_CHECKPOINT,
+    build_workflows.T5XXL,
 }
 README_IMAGES = ["toy_world_erasure.png", "nudenet_badges.png", "loss_chart.png", "preset_picker.png"]
 

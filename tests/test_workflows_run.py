@@ -12,7 +12,7 @@ import torch
 import workflow_runs
 from workflow_runs import nodes_of
 
-from fixtures import tiny_vae
+from fixtures import tiny_models, tiny_vae
 from fixtures.tiny_models import TINY_MODELS
 
 TEST_LORA = "video_unlearning_tests/tiny_hunyuan_video_unlearning.safetensors"
@@ -25,11 +25,13 @@ def object_info(comfy_server):
 
 @pytest.fixture(scope="module")
 def stand_ins(host_base, comfy):
-    """The tiny VAE and a LoRA for the tiny HunyuanVideo in the host's models/ folder."""
+    """The tiny VAEs, the tiny LTX-Video checkpoint and a LoRA for the tiny HunyuanVideo in the host's
+    models/ folder."""
     from video_unlearning.erasure import lora_format
 
     tiny_vae.write(host_base / "models" / "vae")
     tiny_vae.write(host_base / "models" / "vae", "hunyuan_video15")
+    tiny_models.write_ltxv_checkpoint(host_base / "models" / "checkpoints")
     model_file = host_base / "models" / "diffusion_models" / TINY_MODELS["tiny_hunyuan_video"].filename
     generator = torch.Generator().manual_seed(0)
     factors = {}
@@ -114,6 +116,19 @@ def test_hunyuan_video15_refusal_workflow_runs(comfy_server, object_info, stand_
     graph, outputs = run(comfy_server, "hunyuan_video15_refusal_nudity", object_info)
     [unet] = nodes_of(graph, "UNETLoader")
     assert graph[unet]["inputs"]["unet_name"] == TINY_MODELS["tiny_hunyuan_video15"].filename
+    checks = verdicts(graph, outputs, "NudeNetCheck")
+    assert len(checks) == 2 and all("nudity_rate" in v for v in checks)
+    [save] = nodes_of(graph, "SaveAnimatedWEBP")
+    assert len(outputs[save]["images"]) == 1
+
+
+def test_ltxv_refusal_workflow_runs(comfy_server, object_info, stand_ins):
+    """LTX-Video 0.9's example, with the file names and sampling nodes of ComfyUI's own LTX-Video
+    example: a checkpoint (model and VAE) and T5-XXL, LTXVConditioning, LTXVScheduler, SamplerCustom."""
+    graph, outputs = run(comfy_server, "ltxv_refusal_nudity", object_info)
+    [checkpoint] = nodes_of(graph, "CheckpointLoaderSimple")
+    assert graph[checkpoint]["inputs"]["ckpt_name"] == tiny_models.LTXV_CHECKPOINT
+    assert len(nodes_of(graph, "SamplerCustom")) == 2
     checks = verdicts(graph, outputs, "NudeNetCheck")
     assert len(checks) == 2 and all("nudity_rate" in v for v in checks)
     [save] = nodes_of(graph, "SaveAnimatedWEBP")

@@ -5,8 +5,9 @@
 not have:
 
 * UNETLoader: each real model file becomes the tiny random-weight model of the same architecture
-  (``fixtures.tiny_models``); the toy world's model is real and stays.
-* CLIPLoader (wan) and DualCLIPLoader (hunyuan_video): the test node VideoUnlearningTestTinyTextEncoder
+  (``fixtures.tiny_models``); the toy world's model is real and stays. CheckpointLoaderSimple (LTX-Video):
+  the tiny LTXV checkpoint, the tiny LTXV model with a tiny LTX-Video VAE inside.
+* CLIPLoader (wan, ltxv) and DualCLIPLoader (hunyuan_video): the test node VideoUnlearningTestTinyTextEncoder
   with the tiny text encoder of that family (a real ComfyUI CLIP object).
 * VAELoader: the tiny Wan 2.1 VAE (``fixtures.tiny_vae``), for HunyuanVideo too (same latent shape;
   ComfyUI's HunyuanVideo VAE cannot be built small); for HunyuanVideo 1.5 (32 channels, 16x) the
@@ -30,7 +31,7 @@ from pathlib import Path
 import build_workflows
 import workflow_format
 from fixtures import tiny_vae
-from fixtures.tiny_models import TEXT_ENCODER_FILES, TINY_MODELS
+from fixtures.tiny_models import LTXV_CHECKPOINT, TEXT_ENCODER_FILES, TINY_MODELS
 from video_unlearning.erasure import presets
 from video_unlearning.erasure.prompt_augment import augment_prompts
 
@@ -42,7 +43,8 @@ TINY_UNETS = {
     build_workflows.WAN22_LOW: TINY_MODELS["tiny_wan22_a14b_low_noise"].filename,
     build_workflows.HUNYUAN15: TINY_MODELS["tiny_hunyuan_video15"].filename,
 }
-TEXT_ENCODER_TYPES = {"CLIPLoader": {"wan"}, "DualCLIPLoader": {"hunyuan_video", "hunyuan_video_15"}}
+TINY_CHECKPOINTS = {build_workflows.LTXV_CHECKPOINT: LTXV_CHECKPOINT}
+TEXT_ENCODER_TYPES = {"CLIPLoader": {"wan", "ltxv"}, "DualCLIPLoader": {"hunyuan_video", "hunyuan_video_15"}}
 # ComfyUI's text encoder type -> the tiny text encoder's kind.
 TEXT_ENCODER_KINDS = {"hunyuan_video_15": "hunyuan_video15"}
 TINY_VAES = {build_workflows.HUNYUAN15_VAE: tiny_vae.HV15_FILENAME}
@@ -73,6 +75,12 @@ def substitute(graph: dict[str, dict], lora_name: str | None = None, shrink: dic
                 notes.append(f"{where}: {name} -> {inputs['unet_name']}")
             elif name != build_workflows.toy_world_settings()[1]:
                 raise KeyError(f"{where}: no stand-in for model file {name!r}")
+        elif kind == "CheckpointLoaderSimple":
+            name = inputs["ckpt_name"]
+            if name not in TINY_CHECKPOINTS:
+                raise KeyError(f"{where}: no stand-in for checkpoint {name!r}")
+            inputs["ckpt_name"] = TINY_CHECKPOINTS[name]
+            notes.append(f"{where}: {name} -> {inputs['ckpt_name']}")
         elif kind in TEXT_ENCODER_TYPES:
             if inputs["type"] not in TEXT_ENCODER_TYPES[kind]:
                 raise KeyError(f"{where}: no tiny text encoder for type {inputs['type']!r}")
@@ -101,7 +109,11 @@ def _shrink(kind: str, inputs: dict, small: dict) -> None:
     if kind in ("EmptyHunyuanLatentVideo", "EmptyHunyuanVideo15Latent"):
         for key in [*sizes, "batch_size"]:
             inputs[key] = min(inputs[key], small[key])
-    elif kind == "KSampler":
+    elif kind == "EmptyLTXVLatentVideo":  # its width and height are at least 64 (2 latent pixels)
+        for key in sizes:
+            inputs[key] = max(min(inputs[key], small[key]), 64 if key != "length" else 1)
+        inputs["batch_size"] = min(inputs["batch_size"], small["batch_size"])
+    elif kind in ("KSampler", "LTXVScheduler"):
         inputs["steps"] = min(inputs["steps"], small["steps"])
     elif kind == "KSamplerAdvanced":
         steps, fewer = inputs["steps"], 2 * small["steps"]
