@@ -1,31 +1,36 @@
 """Efficacy of both erasure methods in the toy world, through the pack's nodes on a real ComfyUI.
 
-    python scripts/dev.py bench efficacy [--clips 20] [--readme]
+    python scripts/dev.py bench efficacy [--quick] [--clips 8] [--kept-clips 2] [--readme]
 
-Starts ComfyUI (CPU) with the pack and the toy world's Wan 2.1 model, and for each method queues
-one API graph built from the same nodes users run: UNETLoader + the toy MiniLM text encoder, then
+Starts ComfyUI (CPU) with the pack and the toy world's Wan 2.1 model, and queues one API graph per
+job, built from the same nodes users run: UNETLoader + the toy MiniLM text encoder, then
 
-* ``none``: the unedited model;
-* ``negative_prompt``: the unedited model, the target named in the negative prompt (ordinary CFG);
-* ``refusal_vector``: UnlearnRefusalEstimate -> UnlearnRefusalApply;
+* ``none``: the unedited model (one job, every concept measured);
+* ``negative_prompt``: the unedited model, the targets named in the negative prompt;
+* ``refusal_vector``: UnlearnRefusalEstimate (chained through ``add_to``, one per target) ->
+  UnlearnRefusalApply;
 * ``unlearning_lora``: UnlearnTrainLoRA (the node samples its own concept clips);
 
-then CLIPTextEncode + EmptyHunyuanLatentVideo + KSampler for every prompt, and
-UnlearnToyWorldDetect reading what each clip shows. Settings (target, pairs, hyperparameters,
-sampler) come from ``benchmarks/toy_world/erasure_settings.py``, shared with workflow 5 and the
-demo. Seeds are fixed: prompt i of a set samples a batch from seed ``SEED_BASE + i``.
+then CLIPTextEncode + EmptyHunyuanLatentVideo + KSampler per prompt and UnlearnToyWorldDetect.
+Jobs: each method erases every concept in turn (8 jobs) and three concepts at once
+(``erasure_settings.MULTI_TARGETS``). Settings come from ``toy_world/erasure_settings.py``
+(shared with workflow 5 and the demo), the same for every job.
 
-Measured, per method, with 95 % Wilson intervals:
+What a method is given and what it is judged on never meet:
 
-* erasure: the fraction of clips in which the detector still finds the target's coloured object,
-  for the exact prompts the methods were given, held-out paraphrases, and long caption-style
-  prompts;
-* preservation: detector accuracy on each other concept's own prompt, and relative to the
-  unedited model (pooled over the other concepts; the close concepts, same colour or same object,
-  listed on their own).
+* given: the target's pair prompts ("exact") and ``GIVEN_PER_CONCEPT`` training-vocabulary
+  phrasings of every kept concept (neutral = preserve prompts);
+* judged: the exact prompts (the old, weaker measure), unseen phrasings of the target (sentences
+  of the training vocabulary that no method was given and the toy model never trained on), the
+  kept concepts' given prompts (the old "given prompts" preservation) and unseen phrasings of every
+  kept concept (the honest one). The unedited model is also measured on the held-out vocabulary
+  (new words in new sentence shapes, ``text.HELD_OUT``): whether the world understands new words
+  at all, which decides whether erasure on new words can be measured in it.
 
-Writes benchmarks/results/efficacy_toy_world.json and .md; ``--readme`` also replaces the table
-in README.md between the efficacy markers.
+Rates are shares of clips where the detector reads the target's (or kept concept's) coloured
+object, with 95 % Wilson intervals, per target and pooled over targets; preservation is also given
+relative to the unedited model on the same prompts. Writes benchmarks/results/efficacy_toy_world
+.json and .md; ``--readme`` also puts the table into README.md between the efficacy markers.
 """
 
 from __future__ import annotations
@@ -45,10 +50,10 @@ sys.path.append(str(REPO_ROOT))  # appended: the repo's nodes/ must not shadow C
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 import comfyui_host  # noqa: E402
-from benchmarks.toy_world import erasure_settings as S  # noqa: E402
-from benchmarks.toy_world import text, world  # noqa: E402
-from benchmarks.toy_world.detector import wilson_interval  # noqa: E402
 from graphs import Graph  # noqa: E402
+from toy_world import erasure_settings as S  # noqa: E402
+from toy_world import text, world  # noqa: E402
+from toy_world.detector import wilson_interval  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 RESULTS_STEM = "efficacy_toy_world"
@@ -65,54 +70,102 @@ METHOD_TITLES = {
     "unlearning_lora": "unlearning LoRA",
 }
 SEED_BASE = 100
-GOALS = {"exact": 0.10, "paraphrase": 0.20, "preservation": 0.90}
+GOALS = {"exact": 0.10, "unseen": 0.20, "preservation": 0.90, "understanding": 0.90}
+CLIPS_PER_PROMPT = 2  # one KSampler batch per prompt
+EVAL_POOL = 3  # the held-out draw the benchmark samples (the toy model's own evaluation uses another)
+QUICK = {"targets": ("red ball", "green star"), "clips": 4, "kept_clips": 2, "multi": False}  # ~15 min
 
 
 @dataclass(frozen=True)
 class PromptSet:
     """Prompts sampled for one measurement; ``concept`` is what the detector is asked about."""
 
-    name: str  # "exact", "paraphrase", "caption", or the preserved concept's identity
+    kind: str  # "exact", "unseen" (a target), "given", "kept_unseen" (a kept concept), "new_words"
     concept: world.Concept
     prompts: tuple[str, ...]
 
-
-def target_sets() -> list[PromptSet]:
-    t = S.TARGET
-    return [
-        PromptSet("exact", t, tuple(S.LORA_CONCEPT_PROMPTS)),
-        PromptSet("paraphrase", t, tuple(text.paraphrases(t))),
-        PromptSet("caption", t, tuple(text.captions(t))),
-    ]
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.concept.identity}"
 
 
-def preservation_sets() -> list[PromptSet]:
-    return [PromptSet(c.identity, c, (c.prompt,)) for c in world.CONCEPTS if c != S.TARGET]
+def _prompts(prompts: list[str] | tuple[str, ...], clips: int) -> tuple[str, ...]:
+    """Enough prompts of a set for ``clips`` clips at CLIPS_PER_PROMPT each (cycling when short)."""
+    count = max(1, math.ceil(clips / CLIPS_PER_PROMPT))
+    return tuple(prompts[i % len(prompts)] for i in range(count))
 
 
-def clips_per_prompt(prompt_set: PromptSet, clips: int) -> int:
-    """Split ``clips`` over a set's prompts (rounding up, so every prompt gets the same number)."""
-    return math.ceil(clips / len(prompt_set.prompts))
+def _given(targets: tuple[world.Concept, ...]) -> set[str]:
+    """Every prompt a job's method is given (pairs and neutral / preserve prompts)."""
+    return {p for t in targets for pair in S.refusal_pairs(t) for p in pair} | set(S.neutral_prompts(targets))
 
 
-def erased_model(graph: Graph, method: str, model: str, clip: str, lora_steps: int | None) -> str:
-    """The node whose output 0 is the MODEL the method samples with."""
-    if method in ("none", "negative_prompt"):
+def _unseen(concept: world.Concept, clips: int) -> tuple[str, ...]:
+    """Phrasings of ``concept`` no method of any job is given and the toy model never trained on."""
+    given = {p for c in world.CONCEPTS for p in _given((c,))}
+    return _prompts(text.unseen_phrasings(concept, clips, EVAL_POOL, exclude=given), clips)
+
+
+def job_sets(targets: tuple[world.Concept, ...], clips: int, kept_clips: int) -> list[PromptSet]:
+    """What one job samples: each target's exact prompts and unseen phrasings, each kept concept's
+    given prompts and unseen phrasings (never among what the method was given)."""
+    sets = []
+    for t in targets:
+        sets.append(PromptSet("exact", t, _prompts(S.exact_prompts((t,)), clips)))
+        sets.append(PromptSet("unseen", t, _unseen(t, clips)))
+    for c in S.kept_concepts(targets):
+        sets.append(PromptSet("given", c, _prompts(S.given_prompts(c), kept_clips)))
+        sets.append(PromptSet("kept_unseen", c, _unseen(c, kept_clips)))
+    return sets
+
+
+def baseline_sets(clips: int, kept_clips: int) -> list[PromptSet]:
+    """The unedited model on every set any job samples, and on the held-out vocabulary (new words
+    in new sentence shapes: what the world can understand at all)."""
+    sets = job_sets(world.CONCEPTS, clips, kept_clips)
+    for c in world.CONCEPTS:
+        sets.append(PromptSet("given", c, _prompts(S.given_prompts(c), kept_clips)))
+        sets.append(PromptSet("kept_unseen", c, _unseen(c, kept_clips)))
+        sets.append(PromptSet("new_words", c, _prompts(text.held_out_prompts(c, clips, EVAL_POOL), clips)))
+    return sets
+
+
+@dataclass(frozen=True)
+class Job:
+    method: str
+    targets: tuple[world.Concept, ...]
+
+    @property
+    def name(self) -> str:
+        return " + ".join(t.identity for t in self.targets) if self.targets else "all"
+
+
+def erased_model(
+    graph: Graph, job: Job, model: str, clip: str, lora_steps: int | None, sampling_steps: int
+) -> str:
+    """The node whose output 0 is the MODEL the job samples with."""
+    if job.method in ("none", "negative_prompt"):
         return model
-    if method == "refusal_vector":
-        vector = graph.node(
-            "UnlearnRefusalEstimate",
-            model=Graph.out(model),
-            clip=Graph.out(clip),
-            preset="custom",
-            name=S.TARGET.identity,
-            unsafe_prompts="\n".join(u for u, _ in S.REFUSAL_PAIRS),
-            safe_prompts="\n".join(s for _, s in S.REFUSAL_PAIRS),
-            neutral_prompts="\n".join(S.NEUTRAL_PROMPTS),
-            rank=S.REFUSAL["rank"],
-            alpha=S.REFUSAL["alpha"],
-            probe_steps=4,
-        )
+    neutral = "\n".join(S.neutral_prompts(job.targets))
+    if job.method == "refusal_vector":
+        vector = None
+        for target in job.targets:
+            pairs = S.refusal_pairs(target)
+            inputs = dict(
+                model=Graph.out(model),
+                clip=Graph.out(clip),
+                preset="custom",
+                name=target.identity,
+                unsafe_prompts="\n".join(u for u, _ in pairs),
+                safe_prompts="\n".join(s for _, s in pairs),
+                neutral_prompts=neutral,
+                rank=S.REFUSAL["rank"],
+                alpha=S.REFUSAL["alpha"],
+                probe_steps=4,
+            )
+            if vector is not None:
+                inputs["add_to"] = Graph.out(vector)
+            vector = graph.node("UnlearnRefusalEstimate", **inputs)
         return graph.node(
             "UnlearnRefusalApply",
             model=Graph.out(model),
@@ -120,38 +173,37 @@ def erased_model(graph: Graph, method: str, model: str, clip: str, lora_steps: i
             strength=S.REFUSAL["strength"],
             blocks=S.REFUSAL["blocks"],
         )
-    if method == "unlearning_lora":
-        settings = dict(S.LORA, steps=lora_steps or S.LORA["steps"])
+    if job.method == "unlearning_lora":
+        settings = dict(S.LORA, steps=lora_steps or S.LORA["steps"], concept=S.concept_words(job.targets))
         return graph.node(
             "UnlearnTrainLoRA",
             model=Graph.out(model),
             clip=Graph.out(clip),
-            concept_prompts="\n".join(S.LORA_CONCEPT_PROMPTS),
-            preserve_prompts="\n".join(S.LORA_PRESERVE_PROMPTS),
+            concept_prompts="\n".join(S.exact_prompts(job.targets)),
+            preserve_prompts=neutral,
             width=S.LATENT["width"],
             height=S.LATENT["height"],
             length=S.LATENT["length"],
-            sampling_steps=S.SAMPLING["steps"],
-            sampled_clips=S.LORA_SAMPLED_CLIPS,
+            sampling_steps=sampling_steps,
+            sampled_clips=S.LORA_SAMPLED_CLIPS * len(job.targets),
             **settings,
         )
-    raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    raise ValueError(f"unknown method {job.method!r}; expected one of {METHODS}")
 
 
-def method_graph(method: str, sets: list[PromptSet], clips: int, lora_steps: int | None):
-    """(graph, {detect node id: (set name, concept name)}) for one method."""
+def job_graph(job: Job, sets: list[PromptSet], lora_steps: int | None, sampling: dict = S.SAMPLING):
+    """(graph, {detect node id: set key}) for one job."""
     graph = Graph()
     model = graph.node("UNETLoader", unet_name=MODEL_FILE, weight_dtype="default")
     clip = graph.node("UnlearnToyWorldTextEncoder")
-    sampling_model = erased_model(graph, method, model, clip, lora_steps)
-    negative_text = S.NEGATIVE_PROMPT if method == "negative_prompt" else ""
+    sampling_model = erased_model(graph, job, model, clip, lora_steps, sampling["steps"])
+    negative_text = S.negative_prompt(job.targets) if job.method == "negative_prompt" else ""
     negative = graph.node("CLIPTextEncode", clip=Graph.out(clip), text=negative_text)
     detects = {}
     for prompt_set in sets:
-        batch = clips_per_prompt(prompt_set, clips)
         for i, prompt in enumerate(prompt_set.prompts):
             positive = graph.node("CLIPTextEncode", clip=Graph.out(clip), text=prompt)
-            latent = graph.node("EmptyHunyuanLatentVideo", **S.LATENT, batch_size=batch)
+            latent = graph.node("EmptyHunyuanLatentVideo", **S.LATENT, batch_size=CLIPS_PER_PROMPT)
             samples = graph.node(
                 "KSampler",
                 model=Graph.out(sampling_model),
@@ -160,12 +212,12 @@ def method_graph(method: str, sets: list[PromptSet], clips: int, lora_steps: int
                 latent_image=Graph.out(latent),
                 seed=SEED_BASE + i,
                 denoise=1.0,
-                **S.SAMPLING,
+                **sampling,
             )
             node = graph.node(
                 "UnlearnToyWorldDetect", samples=Graph.out(samples), concept=prompt_set.concept.name
             )
-            detects[node] = prompt_set.name
+            detects[node] = prompt_set.key
     return graph, detects
 
 
@@ -175,53 +227,89 @@ def rate(hits: int, total: int) -> dict:
 
 
 def count_hits(entry: dict, detects: dict, sets: list[PromptSet]) -> dict[str, dict]:
-    """{set name: rate of clips showing the set's concept} from a finished prompt's history."""
-    by_name = {s.name: s for s in sets}
-    tallies: dict[str, list[int]] = {s.name: [0, 0] for s in sets}
-    for node, set_name in detects.items():
-        concept = by_name[set_name].concept
+    """{set key: rate of clips showing the set's concept} from a finished prompt's history."""
+    by_key = {s.key: s for s in sets}
+    tallies: dict[str, list[int]] = {s.key: [0, 0] for s in sets}
+    for node, key in detects.items():
+        concept = by_key[key].concept
         for reading in entry["outputs"][node]["detections"]:
-            tallies[set_name][0] += (reading["colour"], reading["shape"]) == (concept.colour, concept.shape)
-            tallies[set_name][1] += 1
-    return {name: rate(*tally) for name, tally in tallies.items()}
-
-
-def relative(edited: dict, unedited: dict) -> dict:
-    """Edited accuracy over unedited accuracy; the interval is the edited Wilson interval scaled
-    by the unedited point estimate (the unedited model's own spread is reported beside it)."""
-    base = unedited["rate"]
-    if base == 0:
-        return {"ratio": None, "ci95": [None, None]}
-    return {"ratio": edited["rate"] / base, "ci95": [edited["ci95"][0] / base, edited["ci95"][1] / base]}
+            tallies[key][0] += (reading["colour"], reading["shape"]) == (concept.colour, concept.shape)
+            tallies[key][1] += 1
+    return {key: rate(*tally) for key, tally in tallies.items()}
 
 
 def pooled(rates: list[dict]) -> dict:
     return rate(sum(r["hits"] for r in rates), sum(r["clips"] for r in rates))
 
 
-def summarise(raw: dict[str, dict[str, dict]]) -> dict:
-    """Per method: target rates, preservation per concept, pooled and relative, goals met."""
-    kept = [s.name for s in preservation_sets()]
-    close = [c.identity for c in S.CLOSE_CONCEPTS]
-    base_pool = pooled([raw["none"][k] for k in kept])
+def relative(edited: dict, unedited: dict) -> dict:
+    """Edited accuracy over unedited accuracy on the same prompts; the interval is the edited Wilson
+    interval scaled by the unedited point estimate (the unedited model's own spread is beside it)."""
+    base = unedited["rate"]
+    if base == 0:
+        return {"ratio": None, "ci95": [None, None]}
+    return {"ratio": edited["rate"] / base, "ci95": [edited["ci95"][0] / base, edited["ci95"][1] / base]}
+
+
+def job_summary(rates: dict[str, dict], targets: tuple[world.Concept, ...], base: dict[str, dict]) -> dict:
+    """Target and preservation rates of one job, pooled over its targets and kept concepts."""
+    kept = S.kept_concepts(targets)
     out = {}
-    for method, rates in raw.items():
-        pool = pooled([rates[k] for k in kept])
-        preservation = {k: dict(rates[k], relative=relative(rates[k], raw["none"][k])["ratio"]) for k in kept}
-        rel = relative(pool, base_pool)
-        goals = {
-            "exact": rates["exact"]["rate"] <= GOALS["exact"],
-            "paraphrase": rates["paraphrase"]["rate"] <= GOALS["paraphrase"],
-            "preservation": rel["ratio"] is not None and rel["ratio"] >= GOALS["preservation"],
-        }
-        out[method] = {
-            "target": {k: rates[k] for k in ("exact", "paraphrase", "caption")},
-            "preservation": preservation,
-            "preservation_pooled": dict(pool, relative=rel),
-            "close_concepts": {k: preservation[k] for k in close},
-            "goals_met": goals,
-        }
+    for kind in ("exact", "unseen"):
+        out[kind] = pooled([rates[f"{kind}:{t.identity}"] for t in targets])
+    for kind, name in (("given", "kept_given"), ("kept_unseen", "kept_unseen")):
+        edited = pooled([rates[f"{kind}:{c.identity}"] for c in kept])
+        unedited = pooled([base[f"{kind}:{c.identity}"] for c in kept])
+        out[name] = dict(edited, unedited=unedited, relative=relative(edited, unedited))
     return out
+
+
+def goals_met(summary: dict) -> dict[str, bool]:
+    ratio = summary["kept_unseen"]["relative"]["ratio"]
+    return {
+        "exact": summary["exact"]["rate"] <= GOALS["exact"],
+        "unseen": summary["unseen"]["rate"] <= GOALS["unseen"],
+        "preservation": ratio is not None and ratio >= GOALS["preservation"],
+    }
+
+
+def pool_jobs(summaries: list[dict]) -> dict:
+    """Pooled over jobs: clips of every job summed, relative to the unedited model on the same sets."""
+    out = {k: pooled([s[k] for s in summaries]) for k in ("exact", "unseen")}
+    for k in ("kept_given", "kept_unseen"):
+        edited = pooled([s[k] for s in summaries])
+        unedited = pooled([s[k]["unedited"] for s in summaries])
+        out[k] = dict(edited, unedited=unedited, relative=relative(edited, unedited))
+    return out
+
+
+def summarise(raw: dict[str, dict], jobs: list[Job]) -> dict:
+    """Per method: each single-target job, the pool over them, the multi-target job; goals."""
+    base = raw["none:all"]
+    out: dict = {}
+    for method in dict.fromkeys(j.method for j in jobs if j.method != "none"):
+        singles = {j.name: job_summary(raw[f"{method}:{j.name}"], j.targets, base)
+                   for j in jobs if j.method == method and len(j.targets) == 1}  # fmt: skip
+        multi = [j for j in jobs if j.method == method and len(j.targets) > 1]
+        entry = {"per_target": singles}
+        if singles:
+            entry["pooled"] = pool_jobs(list(singles.values()))
+            entry["goals_met"] = goals_met(entry["pooled"])
+        if multi:
+            m = multi[0]
+            entry["multi"] = dict(job_summary(raw[f"{method}:{m.name}"], m.targets, base), targets=m.name)
+            entry["multi"]["goals_met"] = goals_met(entry["multi"])
+        out[method] = entry
+    return out
+
+
+def understanding(base: dict[str, dict]) -> dict:
+    """The unedited model's accuracy on each vocabulary, pooled over concepts (issue 16, goal 1)."""
+    return {
+        "exact": pooled([v for k, v in base.items() if k.startswith("exact:")]),
+        "unseen_phrasings": pooled([v for k, v in base.items() if k.startswith(("unseen:", "kept_unseen:"))]),
+        "new_words": pooled([v for k, v in base.items() if k.startswith("new_words:")]),
+    }
 
 
 def percent(x: float | None) -> str:
@@ -232,45 +320,81 @@ def interval(r: dict) -> str:
     return f"{percent(r['rate'])} ({percent(r['ci95'][0])}-{percent(r['ci95'][1])})"
 
 
+def _kept(r: dict) -> str:
+    return f"{percent(r['relative']['ratio'])} ({percent(r['rate'])} vs {percent(r['unedited']['rate'])})"
+
+
+def _goals(goals: dict[str, bool]) -> str:
+    missed = [k.replace("_", "-") for k, ok in goals.items() if not ok]
+    return "met" if not missed else "missed: " + ", ".join(missed)
+
+
 def markdown(report: dict) -> str:
-    t = S.TARGET.identity
-    close = [c.identity for c in S.CLOSE_CONCEPTS]
+    u = report["understanding"]
+    targets = report["targets"]
     lines = [
-        f"Toy world, target **{t}**; {report['clips_per_set']} clips per prompt set, seeds fixed; 95 % "
-        "Wilson intervals. Target: share of clips where the detector still finds it (lower is better). "
-        "Kept: detector accuracy on the 7 other concepts, relative to no erasure (goal >= 90 %).",
+        f"Toy world, every concept a target in turn ({len(targets)} erasure(s) per method"
+        + (f", plus {report['multi_targets']} at once" if report.get("multi_targets") else "")
+        + f"); {report['clips']} clips per target set, {report['kept_clips']} per kept concept and set; "
+        "seeds fixed; 95 % Wilson intervals. *Found*: share of clips where the detector still reads the "
+        "target (lower is better), for the exact prompts the method was given and for unseen phrasings "
+        "(sentences no method was given and the toy model never trained on). *Kept*: detector accuracy "
+        "on the other concepts relative to the unedited model on the same prompts (edited vs unedited "
+        "accuracy), for the prompts the method was given and for unseen phrasings.",
         "",
-        f"| method | {t}: exact prompts | paraphrases | captions | other concepts kept | "
-        + " | ".join(f"{c} kept" for c in close)
-        + " | goals |",
-        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in close) + " | --- |",
+        f"The unedited model draws the asked-for concept for {interval(u['exact'])} of exact prompts, "
+        f"{interval(u['unseen_phrasings'])} of unseen phrasings and {interval(u['new_words'])} of "
+        "wordings in the held-out vocabulary (new colour, object and motion words in new sentence "
+        f"shapes; goal at least {percent(GOALS['understanding'])}: "
+        + (
+            "met"
+            if u["new_words"]["rate"] >= GOALS["understanding"]
+            else "**missed**, so erasure and preservation on new words cannot be measured in this world"
+        )
+        + ").",
+        "",
+        "| method | found: exact | found: unseen | kept: given prompts | kept: unseen | goals |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for method, r in report["methods"].items():
-        pool = r["preservation_pooled"]
-        goals = (
-            "n/a"
-            if method == "none"
-            else ("met" if all(r["goals_met"].values()) else "missed: ")
-            + ", ".join(k for k, ok in r["goals_met"].items() if not ok)
-        )
-        cells = [
-            METHOD_TITLES[method],
-            interval(r["target"]["exact"]),
-            interval(r["target"]["paraphrase"]),
-            interval(r["target"]["caption"]),
-            f"{percent(pool['relative']['ratio'])} (accuracy {interval(pool)})",
-            *(
-                f"{percent(r['close_concepts'][c]['relative'])} ({percent(r['close_concepts'][c]['rate'])})"
-                for c in close
-            ),
-            goals.rstrip(": "),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+        if "pooled" in r:
+            p = r["pooled"]
+            lines.append(
+                f"| {METHOD_TITLES[method]} (pooled over targets) | {interval(p['exact'])} | "
+                f"{interval(p['unseen'])} | {_kept(p['kept_given'])} | {_kept(p['kept_unseen'])} | "
+                f"{_goals(r['goals_met'])} |"
+            )
+        if "multi" in r:
+            m = r["multi"]
+            lines.append(
+                f"| {METHOD_TITLES[method]}, {m['targets']} at once | {interval(m['exact'])} | "
+                f"{interval(m['unseen'])} | {_kept(m['kept_given'])} | {_kept(m['kept_unseen'])} | "
+                f"{_goals(m['goals_met'])} |"
+            )
+    methods = [m for m, r in report["methods"].items() if r.get("per_target")]
     lines += [
         "",
-        f"Goals (issue 5): target in at most {percent(GOALS['exact'])} of clips for its exact prompts and "
-        f"{percent(GOALS['paraphrase'])} for paraphrases, other concepts at least "
-        f"{percent(GOALS['preservation'])} of the unedited accuracy. {report['machine']}; "
+        "Per target, found (exact / unseen) and kept (unseen):",
+        "",
+        "| target | " + " | ".join(METHOD_TITLES[m] for m in methods) + " |",
+        "| --- | " + " | ".join("---" for _ in methods) + " |",
+    ]
+    for t in targets:
+        cells = []
+        for m in methods:
+            r = report["methods"][m]["per_target"][t]
+            cells.append(
+                f"{percent(r['exact']['rate'])} / {percent(r['unseen']['rate'])}, "
+                f"kept {percent(r['kept_unseen']['relative']['ratio'])}"
+            )
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Goals (issue 16), pooled over targets: found in at most {percent(GOALS['exact'])} of clips for "
+        f"exact prompts and {percent(GOALS['unseen'])} for unseen phrasings, preservation on unseen "
+        "phrasings at "
+        f"least {percent(GOALS['preservation'])} of the unedited accuracy. Settings chosen once (issue 5, "
+        f"red ball, training vocabulary) and used for every job. {report['machine']}; "
         f"{report['seconds']:.0f} s.",
     ]
     return "\n".join(lines) + "\n"
@@ -299,61 +423,94 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, CPU"
 
 
-def measure(server, clips: int, lora_steps: int | None, methods: tuple[str, ...]) -> tuple[dict, dict]:
-    """({method: {set name: rate}}, {method: seconds}) from one graph per method on ``server``."""
-    sets = target_sets() + preservation_sets()
+def plan(methods: tuple[str, ...], targets: tuple[world.Concept, ...], multi: bool) -> list[Job]:
+    """The jobs: the baseline once, then each method on each target and (``multi``) on three at once."""
+    jobs = [Job("none", ())]
+    for method in methods:
+        if method == "none":
+            continue
+        jobs += [Job(method, (t,)) for t in targets]
+        if multi:
+            jobs.append(Job(method, S.MULTI_TARGETS))
+    return jobs
+
+
+def run(
+    server,
+    *,
+    methods: tuple[str, ...] = METHODS,
+    targets: tuple[world.Concept, ...] = world.CONCEPTS,
+    multi: bool = True,
+    clips: int = 8,
+    kept_clips: int = 2,
+    lora_steps: int | None = None,
+    sampling_steps: int | None = None,
+    out_dir: Path = RESULTS_DIR,
+) -> dict:
+    """Run every job on ``server`` (a started ComfyServer whose base has the toy model); write results."""
+    text.check_vocabularies()
+    started = time.monotonic()
+    jobs = plan(methods, targets, multi)
+    sampling = dict(S.SAMPLING, steps=sampling_steps or S.SAMPLING["steps"])  # smaller only in smoke runs
     raw: dict[str, dict] = {}
     seconds: dict[str, float] = {}
-    for method in methods:
-        graph, detects = method_graph(method, sets, clips, lora_steps)
+    for job in jobs:
+        sets = (
+            baseline_sets(clips, kept_clips)
+            if job.method == "none"
+            else job_sets(job.targets, clips, kept_clips)
+        )
+        graph, detects = job_graph(job, sets, lora_steps, sampling)
         t0 = time.monotonic()
         entry = server.run_prompt(graph.nodes, timeout_s=3600)
-        seconds[method] = time.monotonic() - t0
-        raw[method] = count_hits(entry, detects, sets)
-        exact = raw[method]["exact"]
-        print(f"{method}: {len(graph.nodes)} nodes in {seconds[method]:.0f}s; target (exact) "
-              f"{exact['hits']}/{exact['clips']}", flush=True)  # fmt: skip
-    return raw, seconds
-
-
-def run(server, clips: int, lora_steps: int | None, methods: tuple[str, ...], out_dir: Path) -> dict:
-    """Measure on ``server`` (a started ComfyServer whose base has the toy model) and write results."""
-    started = time.monotonic()
-    raw, seconds = measure(server, clips, lora_steps, methods)
-    sets = target_sets() + preservation_sets()
+        key = f"{job.method}:{job.name}"
+        seconds[key] = time.monotonic() - t0
+        raw[key] = count_hits(entry, detects, sets)
+        print(f"{key}: {len(graph.nodes)} nodes in {seconds[key]:.0f}s", flush=True)
     report = {
-        "world": {"target": S.TARGET.identity, "close_concepts": [c.identity for c in S.CLOSE_CONCEPTS]},
+        "targets": [t.identity for t in targets],
+        "multi_targets": S.concept_words(S.MULTI_TARGETS) if multi else None,
         "settings": {
-            "sampling": S.SAMPLING,
+            "sampling": sampling,
             "latent": S.LATENT,
-            "refusal": dict(
-                S.REFUSAL, pairs=[list(p) for p in S.REFUSAL_PAIRS], neutral=list(S.NEUTRAL_PROMPTS)
-            ),
-            "lora": dict(
-                S.LORA, steps=lora_steps or S.LORA["steps"], concept_prompts=list(S.LORA_CONCEPT_PROMPTS)
-            ),
-            "negative_prompt": S.NEGATIVE_PROMPT,
+            "refusal": S.REFUSAL,
+            "lora": dict(S.LORA, steps=lora_steps or S.LORA["steps"]),
+            "lora_sampled_clips_per_target": S.LORA_SAMPLED_CLIPS,
+            "given_per_concept": S.GIVEN_PER_CONCEPT,
+            "how_chosen": (S.__doc__ or "").split("The hyperparameters", 1)[-1].strip(),
         },
-        "prompt_sets": {s.name: list(s.prompts) for s in sets},
-        "clips_per_set": clips,
+        "given": {
+            t.identity: {
+                "pairs": [list(p) for p in S.refusal_pairs(t)],
+                "neutral": list(S.neutral_prompts((t,))),
+            }
+            for t in targets
+        },
+        "judged": {s.key: list(s.prompts) for s in baseline_sets(clips, kept_clips)},
+        "clips": clips,
+        "kept_clips": kept_clips,
         "machine": machine(),
         "seconds": time.monotonic() - started,
-        "seconds_per_method": seconds,
-        "methods": summarise(raw) if "none" in raw else {},
+        "seconds_per_job": seconds,
+        "understanding": understanding(raw["none:all"]),
+        "methods": summarise(raw, jobs),
         "raw": raw,
     }
     write_atomic(out_dir / f"{RESULTS_STEM}.json", json.dumps(report, indent=1) + "\n")
-    if report["methods"]:
-        write_atomic(out_dir / f"{RESULTS_STEM}.md", markdown(report))
+    write_atomic(out_dir / f"{RESULTS_STEM}.md", markdown(report))
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--clips", type=int, default=20, help="clips per prompt set (split over its prompts)")
+    parser.add_argument("--quick", action="store_true", help=f"a short run: {QUICK}")
+    parser.add_argument("--clips", type=int, default=8, help="clips per target set")
+    parser.add_argument("--kept-clips", type=int, default=2, help="clips per kept concept and set")
     parser.add_argument("--lora-steps", type=int, help="override the LoRA's training steps (smoke runs)")
+    parser.add_argument("--targets", help="comma-separated concept identities (default: all 8)")
+    parser.add_argument("--no-multi", action="store_true", help="skip the three-at-once jobs")
     parser.add_argument(
-        "--methods", default=",".join(METHODS), help="comma-separated; 'none' is the baseline"
+        "--methods", default=",".join(METHODS), help="comma-separated; 'none' always runs (the baseline)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the JSON and markdown")
     parser.add_argument("--readme", action="store_true", help="also put the table into README.md")
@@ -375,14 +532,24 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(methods) - set(METHODS)
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}; expected some of {METHODS}")
+    options = dict(
+        clips=args.clips, kept_clips=args.kept_clips, lora_steps=args.lora_steps, multi=not args.no_multi
+    )
+    names = args.targets.split(",") if args.targets else None
+    if args.quick:
+        options.update({k: v for k, v in QUICK.items() if k != "targets"})
+        names = names or list(QUICK["targets"])
+    try:
+        targets = tuple(world.concept_named(n) for n in names) if names else world.CONCEPTS
+    except KeyError as error:
+        parser.error(str(error))
     base = comfyui_host.prepare_base_directory(HOST_BASE, with_test_nodes=False)
     with comfyui_host.ComfyServer(base, python=sys.executable) as server:
-        report = run(server, args.clips, args.lora_steps, methods, args.out)
-    if report["methods"]:
-        table = markdown(report)
-        print(table)
-        if args.readme:
-            update_readme(table)
+        report = run(server, methods=methods, targets=targets, out_dir=args.out, **options)
+    table = markdown(report)
+    print(table)
+    if args.readme:
+        update_readme(table)
     return 0
 
 

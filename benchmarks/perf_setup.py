@@ -200,7 +200,7 @@ def bootstrap(device: str, base_dir: Path, threads: int = 0) -> None:
     if threads > 0:
         torch.set_num_threads(threads)
     sys.path.insert(0, str(REPO_ROOT / "tests"))
-    from benchmarks.toy_world.train_toy_model import bootstrap_comfy
+    from toy_world.train_toy_model import bootstrap_comfy
 
     bootstrap_comfy()  # CPU mode; nothing has imported comfy.model_management yet
     from comfy.cli_args import args

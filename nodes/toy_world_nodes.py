@@ -1,4 +1,4 @@
-"""Nodes for the toy video world (the pack's efficacy benchmark and demo world, ``benchmarks.toy_world``).
+"""Nodes for the toy video world (the pack's efficacy benchmark and demo world, ``toy_world``).
 
 * UnlearnToyWorldTextEncoder: all-MiniLM-L6-v2 as a real ComfyUI CLIP with Wan-format output.
   It runs on ComfyUI's own BERT (``comfy.text_encoders.bert``) inside ``sd1_clip.SDClipModel``,
@@ -25,7 +25,7 @@ from comfy.supported_models_base import ClipTarget
 from comfy.text_encoders.bert import BertModel
 from comfy_api.latest import io
 
-from ..benchmarks.toy_world import detector, text, world
+from ..toy_world import detector, text, world
 
 CLIP_NAME = "minilm"
 CATEGORY = "video_unlearning/toy_world"

@@ -38,7 +38,7 @@ PACK_DIR_NAME = "video_unlearning"
 TEST_NODES_DIR_NAME = "video_unlearning_test_nodes"
 TEST_NODES_SOURCE = REPO_ROOT / "tests" / "comfy_test_nodes"
 # The toy world's Wan 2.1-architecture model (committed): the demo workflow loads it by this name.
-TOY_MODEL_FILE = REPO_ROOT / "benchmarks" / "toy_world" / "toy_world_wan21_t2v.safetensors"
+TOY_MODEL_FILE = REPO_ROOT / "toy_world" / "toy_world_wan21_t2v.safetensors"
 # ComfyUI's requirements that the pack's set-up installs itself (torch first, from local files).
 _TORCH_PACKAGES = {"torch", "torchvision", "torchaudio"}
 

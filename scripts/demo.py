@@ -53,19 +53,27 @@ def titles(workflow: dict) -> dict[str, str]:
     return {str(n["id"]): n.get("title") or n["type"] for n in workflow["nodes"]}
 
 
-def side_by_side(image_paths: list[Path], header: str, out: Path) -> Path:
-    """Tile the workflow's stitched frames (one PNG per clip frame) into one picture under a header."""
+BRANCHES = ("original", "refusal vector", "unlearning LoRA")  # the stitched order, left to right
+
+
+def side_by_side(image_paths: list[Path], readings: dict[str, str], out: Path, scale: int = 2) -> Path:
+    """One picture a person can read at a glance: the workflow's stitched frames (one PNG per latent
+    frame, the branches side by side) stacked as rows, enlarged ``scale`` times, under a header
+    naming each branch and what the toy detector read in it."""
     from PIL import Image, ImageDraw
 
     frames = [Image.open(p).convert("RGB") for p in image_paths]
+    frames = [f.resize((f.width * scale, f.height * scale), Image.NEAREST) for f in frames]
     width, height = frames[0].size
-    columns = 3 if len(frames) % 3 == 0 else 1  # three latent frames per clip
-    rows = -(-len(frames) // columns)
-    gap, top = 6, 24
-    sheet = Image.new("RGB", (columns * (width + gap) - gap, top + rows * (height + gap) - gap), "white")
-    ImageDraw.Draw(sheet).text((4, 6), header, fill="black")
+    gap, top = 6, 44
+    sheet = Image.new("RGB", (width, top + len(frames) * (height + gap) - gap), "white")
+    draw = ImageDraw.Draw(sheet)
+    column = (width + 8 * scale) // len(BRANCHES)  # ImageStitch puts 8 px between branches
+    for i, branch in enumerate(BRANCHES):
+        draw.text((i * column + 4, 4), branch, fill="black")
+        draw.text((i * column + 4, 22), readings.get(branch, "?"), fill="dimgray")
     for i, frame in enumerate(frames):
-        sheet.paste(frame, ((i % columns) * (width + gap), top + (i // columns) * (height + gap)))
+        sheet.paste(frame, (0, top + i * (height + gap)))
     tmp = out.with_name(out.name + ".tmp.png")
     sheet.save(tmp)
     tmp.replace(out)
@@ -81,10 +89,14 @@ def run_demo(server: comfyui_host.ComfyServer) -> int:
     entry = server.run_prompt(graph, timeout_s=1800)
     print(f"Done in {time.monotonic() - started:.0f}s.\n")
     images: list[Path] = []
+    readings: dict[str, str] = {}
     for node_id, outputs in sorted(entry["outputs"].items(), key=lambda kv: int(kv[0])):
         class_type = graph[node_id]["class_type"]
         if class_type == "UnlearnToyWorldDetect":
             print(f"{names[node_id]}:\n  " + outputs["text"][0].replace("\n", "\n  "))
+            branch = names[node_id].partition("(")[2].rstrip(")")
+            seen = [" ".join(v for v in (d["colour"], d["shape"]) if v) for d in outputs["detections"]]
+            readings[branch] = "detector: " + (", ".join(s or "nothing" for s in seen) or "nothing")
         elif class_type in ("NudeNetCheck", "NudeNetGate"):
             verdict = outputs.get("verdict", [{}])[0]
             print(f"{names[node_id]}: {json.dumps(verdict)[:300]}")
@@ -95,10 +107,8 @@ def run_demo(server: comfyui_host.ComfyServer) -> int:
     if not images:
         print("the workflow saved no images")
         return 1
-    picture = side_by_side(
-        sorted(images), "original | refusal vector | unlearning LoRA", images[0].parent / PICTURE_NAME
-    )
-    print(f"\nSide by side (rows: clips; columns: latent frames): {picture}")
+    picture = side_by_side(sorted(images), readings, images[0].parent / PICTURE_NAME)
+    print(f"\nSide by side (columns: {', '.join(BRANCHES)}; rows: latent frames): {picture}")
     if EFFICACY_TABLE.is_file():
         print(f"\nEfficacy in the toy world ({EFFICACY_TABLE.relative_to(REPO_ROOT)}):\n")
         print(EFFICACY_TABLE.read_text())

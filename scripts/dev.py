@@ -124,9 +124,12 @@ def select_comfyui(choice: str | None) -> Environment:
     return Environment(comfy, version, venv)
 
 
-def ensure_environment(choice: str | None) -> Environment:
-    """Create the leg's virtual environment and install everything the tests and the demo need."""
-    ensure_browser()
+def ensure_environment(choice: str | None, browser: bool) -> Environment:
+    """Create the leg's virtual environment and install everything the tests and the demo need;
+    ``browser``: also Debian's chromium (only the browser test uses it, so the demo and the
+    benchmarks never install it)."""
+    if browser:
+        ensure_browser()
     env = select_comfyui(choice)
     print(f"ComfyUI {env.version} at {env.comfy}; virtual environment {env.venv}", flush=True)
     if not env.python.exists():
@@ -218,7 +221,7 @@ def main(argv: list[str]) -> int:
     if command == "bench" and (not extra or extra[0] not in BENCHMARKS):
         print(f"usage: python scripts/dev.py bench {{{'|'.join(BENCHMARKS)}}} [args]")
         return 2
-    env = ensure_environment(choice)
+    env = ensure_environment(choice, browser=command in ("setup", "test"))
     if command == "setup":
         return 0
     if command == "lint":

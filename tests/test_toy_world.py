@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -10,7 +11,7 @@ import safetensors
 import torch
 
 from graphs import Graph, text_to_video
-from video_unlearning.benchmarks.toy_world import MODEL_FILE, detector, text, world
+from video_unlearning.toy_world import MODEL_FILE, detector, text, world
 
 CLEAN_SEEDS = 15
 # ComfyUI sampler settings for the toy model (KSampler's widget names).
@@ -91,6 +92,9 @@ def test_wilson_interval_brackets_the_rate():
     low, high = detector.wilson_interval(9, 10)
     assert low < 0.9 < high <= 1.0
     assert detector.wilson_interval(0, 0) == (0.0, 1.0)
+    for total in range(1, 200):  # all hits / no hits: the bound is the rate itself, not 1 - 1e-16
+        assert detector.wilson_interval(total, total)[1] == 1.0
+        assert detector.wilson_interval(0, total)[0] == 0.0
 
 
 # --- the text encoder (a real comfy CLIP) ----------------------------------------------------------
@@ -136,22 +140,38 @@ def test_encoder_matches_minilm_from_transformers(toy_clip):
     assert torch.allclose(row0, sentence, atol=1e-4)
 
 
-def test_paraphrases_land_nearest_their_concept(toy_clip):
-    def sentence(prompt: str) -> torch.Tensor:
-        return torch.nn.functional.normalize(_cond(toy_clip, prompt)[0, 0], dim=0)
-
-    anchors = torch.stack([sentence(c.prompt) for c in world.CONCEPTS])
-    for i, concept in enumerate(world.CONCEPTS):
-        for prompt in text.paraphrases(concept) + text.captions(concept):
-            similarity = anchors @ sentence(prompt)
-            assert int(similarity.argmax()) == i, (prompt, similarity.tolist())
+def _words(prompt: str) -> set[str]:
+    return set(prompt.lower().replace(",", " ").replace(":", " ").replace("-", " ").split())
 
 
-def test_prompt_sets_are_disjoint():
+def test_held_out_wordings_use_no_training_attribute_word_and_other_sentence_shapes():
+    text.check_vocabularies()
+    train_words = text.TRAIN.words()
+    assert len(train_words) > 100  # many phrasings: 18 colour, 12 object, 4 motion phrases each
+    # Only the bare phrase "{a} {c} {o} {m}" is shared; every other held-out sentence shape is new.
+    assert set(text.HELD_OUT.templates) & set(text.TRAIN.templates) == {"{a} {c} {o} {m}"}
     for concept in world.CONCEPTS:
-        train = set(text.training_prompts(concept))
-        assert len(train) == len(text.training_prompts(concept)) >= 8
-        assert not train & set(text.paraphrases(concept) + text.captions(concept))
+        held_out = text.held_out_prompts(concept, 10_000)
+        assert len(set(held_out)) == len(held_out) == text.HELD_OUT.size(concept) >= 100
+        for prompt in held_out:
+            assert not _words(prompt) & train_words, prompt
+        # What a method is given (training vocabulary, any pool) never appears among them.
+        assert not set(text.train_prompts(concept, 500, pool=1)) & set(held_out)
+        assert text.train_prompts(concept, 5, pool=0)[0] == concept.prompt
+
+
+def test_vocabulary_check_names_a_compound_of_a_training_word(monkeypatch):
+    compound = dataclasses.replace(text.HELD_OUT, shapes={**text.HELD_OUT.shapes, "star": ("superstar",)})
+    monkeypatch.setattr(text, "HELD_OUT", compound)
+    with pytest.raises(ValueError, match="'superstar' overlaps training words \\['star'\\]"):
+        text.check_vocabularies()
+
+
+def test_prompt_draws_are_seeded_and_pools_differ():
+    concept = world.CONCEPTS[3]
+    assert text.train_prompts(concept, 8, pool=1) == text.train_prompts(concept, 8, pool=1)
+    assert text.train_prompts(concept, 8, pool=1) != text.train_prompts(concept, 8, pool=2)
+    assert text.held_out_prompts(concept, 8) == text.held_out_prompts(concept, 8)
 
 
 # --- the trained toy Wan model ---------------------------------------------------------------------

@@ -201,4 +201,5 @@ def wilson_interval(hits: int, total: int, z: float = 1.96) -> tuple[float, floa
     p = hits / total
     centre = (p + z**2 / (2 * total)) / (1 + z**2 / total)
     half = z * math.sqrt(p * (1 - p) / total + z**2 / (4 * total**2)) / (1 + z**2 / total)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # The interval always holds p; min/max only undo float rounding at p = 0 or 1 (1 - 1e-16).
+    return (max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)))

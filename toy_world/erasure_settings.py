@@ -1,43 +1,40 @@
 """The toy world's erasure settings: one place for the efficacy benchmark, workflow 5 and the demo.
 
-The target is the red ball (whatever it does); the close concepts it must spare are the red cube
-(same colour) and the blue ball (same object). Refusal pairs drop the colour word, so the safe
-side names the object without the concept; the neutral prompts are the other concepts' prompts,
-which the edit must leave alone.
+Every concept is a target in turn; what each method is given is built from the training
+vocabulary only (``text.TRAIN``), and what it is judged on from the held-out vocabulary
+(``text.HELD_OUT``), so the two never meet:
 
-Refusal vector, measured on 8 seeds per prompt (4 per kept concept): alpha 10 at strength 1 erases
-the target (exact and paraphrase 0 %) but also the blue cube's colour (context change 19 % there);
-strength 0.7 keeps every other concept (paraphrases 12 %); alpha 20 leaves 38 % of paraphrases and
-alpha 40 erases nothing. Unlearning LoRA: 60 steps at lr 1e-3 erase exact and paraphrase prompts
-and keep the others (green star 3 of 4).
+* refusal pairs drop the target's colour word ("a red ball bouncing" / "a ball bouncing"); the
+  unsafe sides are also the LoRA's concept prompts and the benchmark's "exact" prompts;
+* neutral prompts (refusal vector) and preserve prompts (LoRA) are the same seeded draw of
+  ``GIVEN_PER_CONCEPT`` training-vocabulary phrasings of every other concept (pool ``GIVEN_POOL``).
+
+The hyperparameters were chosen once, in issue 5, on the red ball alone with training-vocabulary
+prompts (8 seeds a prompt): alpha 10 at strength 1 also took the blue cube's colour, strength 0.7
+kept every other concept, alpha 20 left 38 % of paraphrases, alpha 40 erased nothing; the LoRA's
+60 steps at lr 1e-3 erased and kept. They are used unchanged for every target and for three
+targets at once: no per-target tuning, and nothing was tuned on held-out wordings.
 """
 
 from __future__ import annotations
 
-from .world import CONCEPTS, concept_named
+from . import text
+from .world import CONCEPTS, Concept, concept_named
 
-TARGET = concept_named("red ball")
-CLOSE_CONCEPTS = (concept_named("red cube"), concept_named("blue ball"))
+TARGET = concept_named("red ball")  # the demo's and workflow 5's target
+CLOSE_CONCEPTS = (concept_named("red cube"), concept_named("blue ball"))  # same colour, same object
 PROMPT = TARGET.prompt  # "a red ball bouncing"
-NEGATIVE_PROMPT = "a red ball"  # the negative-prompt baseline's negative
+# Three targets erased at once; the five kept include a same-colour and a same-object neighbour.
+MULTI_TARGETS = (concept_named("red ball"), concept_named("blue cube"), concept_named("yellow star"))
 
 SAMPLING = {"steps": 20, "cfg": 3.0, "sampler_name": "euler", "scheduler": "simple"}
 LATENT = {"width": 128, "height": 128, "length": 9}  # 3 latent frames of 16 x 16
 
-REFUSAL_PAIRS = (
-    ("a red ball bouncing", "a ball bouncing"),
-    ("a bright red round ball", "a round ball"),
-    ("a video of a red ball bouncing up and down", "a video of a ball bouncing up and down"),
-    ("red ball", "ball"),
-    ("an animation of a red ball on a plain background", "an animation of a ball on a plain background"),
-)
-NEUTRAL_PROMPTS = tuple(c.prompt for c in CONCEPTS if c != TARGET)
+GIVEN_PER_CONCEPT = 2
+GIVEN_POOL = 1
 REFUSAL = {"rank": 4, "alpha": 10.0, "strength": 0.7, "blocks": "all"}
-
-LORA_CONCEPT_PROMPTS = tuple(u for u, _ in REFUSAL_PAIRS)
-LORA_PRESERVE_PROMPTS = NEUTRAL_PROMPTS
 LORA = {
-    "concept": TARGET.identity,
+    "concept": TARGET.identity,  # the benchmark names each job's targets instead (``concept_words``)
     "steps": 60,
     "learning_rate": 1e-3,
     "rank": 8,
@@ -50,4 +47,53 @@ LORA = {
     "gradient_checkpointing": False,
     "training_dtype": "fp32",
 }
-LORA_SAMPLED_CLIPS = 4
+LORA_SAMPLED_CLIPS = 4  # per target
+
+
+def refusal_pairs(concept: Concept) -> tuple[tuple[str, str], ...]:
+    """(unsafe, safe) pairs for ``concept``: training-vocabulary sentences with and without its colour."""
+    c, o, m = concept.colour, concept.shape, concept.motion
+    return (
+        (f"a {c} {o} {m}", f"a {o} {m}"),
+        (f"a bright {c} round {o}", f"a round {o}") if o == "ball" else (f"a bright {c} {o}", f"a {o}"),
+        (f"a video of a {c} {o} {m}", f"a video of a {o} {m}"),
+        (f"{c} {o}", o),
+        (f"an animation of a {c} {o} on a plain background", f"an animation of a {o} on a plain background"),
+    )
+
+
+def exact_prompts(targets: tuple[Concept, ...]) -> tuple[str, ...]:
+    """The target prompts a method is given (the unsafe sides of the pairs)."""
+    return tuple(u for t in targets for u, _ in refusal_pairs(t))
+
+
+def kept_concepts(targets: tuple[Concept, ...]) -> tuple[Concept, ...]:
+    return tuple(c for c in CONCEPTS if c not in targets)
+
+
+def given_prompts(concept: Concept) -> tuple[str, ...]:
+    """The phrasings of a kept concept a method is given as neutral / preserve prompts."""
+    return tuple(text.train_prompts(concept, GIVEN_PER_CONCEPT, pool=GIVEN_POOL))
+
+
+def neutral_prompts(targets: tuple[Concept, ...]) -> tuple[str, ...]:
+    """Neutral prompts (refusal vector) = preserve prompts (LoRA): every kept concept's given phrasings."""
+    return tuple(p for c in kept_concepts(targets) for p in given_prompts(c))
+
+
+def negative_prompt(targets: tuple[Concept, ...]) -> str:
+    """The negative-prompt baseline's negative: the targets named ("a red ball")."""
+    return ", ".join(f"a {t.identity}" for t in targets)
+
+
+def concept_words(targets: tuple[Concept, ...]) -> str:
+    """The LoRA's ``concept`` (the words its localization mask looks for)."""
+    return ", ".join(t.identity for t in targets)
+
+
+# The demo and workflow 5 erase the red ball with exactly these.
+REFUSAL_PAIRS = refusal_pairs(TARGET)
+NEUTRAL_PROMPTS = neutral_prompts((TARGET,))
+LORA_CONCEPT_PROMPTS = exact_prompts((TARGET,))
+LORA_PRESERVE_PROMPTS = NEUTRAL_PROMPTS
+NEGATIVE_PROMPT = negative_prompt((TARGET,))

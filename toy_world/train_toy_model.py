@@ -1,7 +1,7 @@
 """Train the toy world's Wan 2.1-architecture model and check it through ComfyUI's own sampler.
 
-    .venv/bin/python benchmarks/toy_world/train_toy_model.py            # train, save, evaluate
-    .venv/bin/python benchmarks/toy_world/train_toy_model.py --evaluate # evaluate the saved file
+    .venv/bin/python toy_world/train_toy_model.py            # train, save, evaluate
+    .venv/bin/python toy_world/train_toy_model.py --evaluate # evaluate the saved file
 
 The model is ComfyUI's ``comfy.ldm.wan.model.WanModel`` (t2v) at a small size (head dim 128, so
 ComfyUI's detection reads it back as WAN21_T2V), conditioned by the toy text encoder (MiniLM in
@@ -32,12 +32,13 @@ from pathlib import Path
 
 import torch
 
-SCRIPT_VERSION = "1"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPT_VERSION = "2"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = Path(__file__).resolve().parent / "toy_world_wan21_t2v.safetensors"
 MODEL_CONFIG = {"model_type": "t2v", "dim": 128, "ffn_dim": 512, "num_heads": 1, "num_layers": 4}
 TRAIN_SHIFT = 3.0
 UNCOND_PROBABILITY = 0.1
+EVAL_POOL = 7  # the evaluation's own draw of phrasings
 EVAL_SETTINGS = {"steps": 20, "cfg": 3.0, "sampler_name": "euler", "scheduler": "simple"}
 
 
@@ -91,13 +92,17 @@ def build_model(config: dict) -> torch.nn.Module:
 
 
 def encode_prompts(prompts: list[str]) -> dict[str, torch.Tensor]:
-    """Conditioning [L, 4096] for each prompt through the toy text encoder (a real comfy CLIP)."""
+    """MiniLM rows [L, 384] of each prompt's conditioning through the toy text encoder (a real comfy
+    CLIP): the conditioning c [L, 4096] is P r with P's orthonormal columns, so r = P^T c holds it
+    exactly in a tenth of the memory; ``pad_rows`` maps back."""
     from video_unlearning.nodes.toy_world_nodes import load_toy_clip
+    from video_unlearning.toy_world import text
 
     clip = load_toy_clip()
+    projection = text.text_projection()
     out = {}
     for prompt in prompts:
-        out[prompt] = clip.encode_from_tokens(clip.tokenize(prompt))[0].float()
+        out[prompt] = clip.encode_from_tokens(clip.tokenize(prompt))[0].float() @ projection
     return out
 
 
@@ -106,27 +111,41 @@ def shifted_sigma(u: torch.Tensor, shift: float) -> torch.Tensor:
     return shift * u / (1 + (shift - 1) * u)
 
 
-def pad_rows(conds: list[torch.Tensor]) -> torch.Tensor:
-    """Stack [L_i, 4096] conditionings into [B, max L, 4096], padding with zero rows (Wan's padding)."""
-    length = max(c.shape[0] for c in conds)
-    out = torch.zeros(len(conds), length, conds[0].shape[1])
-    for i, c in enumerate(conds):
-        out[i, : c.shape[0]] = c
-    return out
+def pad_rows(rows: list[torch.Tensor]) -> torch.Tensor:
+    """Stack MiniLM rows [L_i, 384] into Wan conditioning [B, max L, 4096] (c = P r), padding with
+    zero rows (Wan's padding)."""
+    from video_unlearning.toy_world import text
+
+    length = max(r.shape[0] for r in rows)
+    out = torch.zeros(len(rows), length, rows[0].shape[1])
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0]] = r
+    return out @ text.text_projection().T
 
 
 def train(
-    config: dict, steps: int, batch: int, lr: float, seed: int, ema_decay: float, log_every: int
+    config: dict,
+    steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    ema_decay: float,
+    log_every: int,
+    prompts_per_concept: int,
 ) -> tuple:
-    from video_unlearning.benchmarks.toy_world import text, world
+    from video_unlearning.toy_world import text, world
 
     torch.manual_seed(seed)
     model = build_model(config)
     model.train()
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    pairs = text.all_training_prompts()
-    conds = encode_prompts(sorted({p for _, p in pairs} | {""}))
-    by_concept = {c: [p for cc, p in pairs if cc == c] for c in world.CONCEPTS}
+    by_concept = {c: text.train_prompts(c, prompts_per_concept, pool=0) for c in world.CONCEPTS}
+    if prompts_per_concept != text.MODEL_PROMPTS_PER_CONCEPT:
+        print(
+            f"note: text.MODEL_PROMPTS_PER_CONCEPT is {text.MODEL_PROMPTS_PER_CONCEPT}; set it to "
+            f"{prompts_per_concept} if this model is committed (held-out draws exclude its prompts)"
+        )
+    conds = encode_prompts(sorted({p for ps in by_concept.values() for p in ps} | {""}))
     generator = torch.Generator().manual_seed(seed + 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     warmup = max(1, steps // 20)
@@ -189,7 +208,7 @@ def sample(
     """Clips [B, 16, T, H, W] (Wan VAE space) from ComfyUI's own KSampler, one per seed."""
     import nodes
 
-    from video_unlearning.benchmarks.toy_world import world
+    from video_unlearning.toy_world import world
 
     options = dict(EVAL_SETTINGS, **settings)
     positive = nodes.CLIPTextEncode().encode(clip, prompt)[0]
@@ -223,8 +242,8 @@ def evaluate(
     import comfy.sd
     import comfy.utils
 
-    from video_unlearning.benchmarks.toy_world import detector, text, world
     from video_unlearning.nodes.toy_world_nodes import load_toy_clip, normalised
+    from video_unlearning.toy_world import detector, text, world
 
     comfy.utils.PROGRESS_BAR_ENABLED = False
     model = comfy.sd.load_diffusion_model(str(path))
@@ -236,8 +255,8 @@ def evaluate(
         for i, concept in enumerate(world.CONCEPTS):
             prompts = {
                 "prompt": [concept.prompt],
-                "paraphrase": text.paraphrases(concept),
-                "caption": text.captions(concept),
+                "train_vocabulary": text.unseen_phrasings(concept, seeds_per_concept, pool=EVAL_POOL),
+                "held_out": text.held_out_prompts(concept, seeds_per_concept, pool=EVAL_POOL),
             }[kind]
             seeds = [1000 * i + k for k in range(seeds_per_concept)]
             found = []
@@ -273,23 +292,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=MODEL_CONFIG["dim"], help="a multiple of 128")
     parser.add_argument("--layers", type=int, default=MODEL_CONFIG["num_layers"])
     parser.add_argument("--ffn", type=int, default=MODEL_CONFIG["ffn_dim"])
-    parser.add_argument("--prompt-sets", default="prompt,paraphrase,caption", help="comma-separated")
+    parser.add_argument("--prompt-sets", default="prompt,train_vocabulary,held_out", help="comma-separated")
+    parser.add_argument(
+        "--prompts-per-concept", type=int, help="default: toy_world.text.MODEL_PROMPTS_PER_CONCEPT"
+    )
     parser.add_argument("--report", type=Path, help="write the evaluation as JSON to this file")
     parser.add_argument("--sheet", type=Path, help="write decoded evaluation samples to this PNG")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     bootstrap_comfy()
+    if args.prompts_per_concept is None:
+        from video_unlearning.toy_world import text
+
+        args.prompts_per_concept = text.MODEL_PROMPTS_PER_CONCEPT
     if not args.evaluate:
         config = dict(
             MODEL_CONFIG, dim=args.dim, num_heads=args.dim // 128, num_layers=args.layers, ffn_dim=args.ffn
         )
         weights, losses, seconds = train(
-            config, args.steps, args.batch, args.lr, args.seed, args.ema, args.log_every
+            config,
+            args.steps,
+            args.batch,
+            args.lr,
+            args.seed,
+            args.ema,
+            args.log_every,
+            args.prompts_per_concept,
         )
         tail = losses[-100:]
         metadata = {
             "video_unlearning_toy_world_model": "wan21_t2v",
-            "script": "benchmarks/toy_world/train_toy_model.py",
+            "script": "toy_world/train_toy_model.py",
             "script_version": SCRIPT_VERSION,
             "seed": str(args.seed),
             "steps": str(args.steps),
@@ -297,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             "lr": str(args.lr),
             "ema": str(args.ema),
             "train_shift": str(TRAIN_SHIFT),
+            "prompts_per_concept": str(args.prompts_per_concept),
             "config": json.dumps(config),
             "final_loss": f"{sum(tail) / len(tail):.4f}",
             "train_seconds": f"{seconds:.0f}",
