@@ -100,33 +100,42 @@ def _given(targets: tuple[world.Concept, ...]) -> set[str]:
     return {p for t in targets for pair in S.refusal_pairs(t) for p in pair} | set(S.neutral_prompts(targets))
 
 
-def _unseen(concept: world.Concept, clips: int) -> tuple[str, ...]:
+def _unseen(concept: world.Concept, clips: int, pool: int) -> tuple[str, ...]:
     """Phrasings of ``concept`` no method of any job is given and the toy model never trained on."""
     given = {p for c in world.CONCEPTS for p in _given((c,))}
-    return _prompts(text.unseen_phrasings(concept, clips, EVAL_POOL, exclude=given), clips)
+    return _prompts(text.unseen_phrasings(concept, clips, pool, exclude=given), clips)
 
 
-def job_sets(targets: tuple[world.Concept, ...], clips: int, kept_clips: int) -> list[PromptSet]:
+def _target_sets(t: world.Concept, clips: int, pool: int) -> list[PromptSet]:
+    return [
+        PromptSet("exact", t, _prompts(S.exact_prompts((t,)), clips)),
+        PromptSet("unseen", t, _unseen(t, clips, pool)),
+    ]
+
+
+def _kept_sets(c: world.Concept, kept_clips: int, pool: int) -> list[PromptSet]:
+    return [
+        PromptSet("given", c, _prompts(S.given_prompts(c), kept_clips)),
+        PromptSet("kept_unseen", c, _unseen(c, kept_clips, pool)),
+    ]
+
+
+def job_sets(targets: tuple[world.Concept, ...], clips: int, kept_clips: int, pool: int) -> list[PromptSet]:
     """What one job samples: each target's exact prompts and unseen phrasings, each kept concept's
     given prompts and unseen phrasings (never among what the method was given)."""
-    sets = []
-    for t in targets:
-        sets.append(PromptSet("exact", t, _prompts(S.exact_prompts((t,)), clips)))
-        sets.append(PromptSet("unseen", t, _unseen(t, clips)))
-    for c in S.kept_concepts(targets):
-        sets.append(PromptSet("given", c, _prompts(S.given_prompts(c), kept_clips)))
-        sets.append(PromptSet("kept_unseen", c, _unseen(c, kept_clips)))
-    return sets
+    sets = [s for t in targets for s in _target_sets(t, clips, pool)]
+    return sets + [s for c in S.kept_concepts(targets) for s in _kept_sets(c, kept_clips, pool)]
 
 
-def baseline_sets(clips: int, kept_clips: int) -> list[PromptSet]:
-    """The unedited model on every set any job samples, and on the held-out vocabulary (new words
-    in new sentence shapes: what the world can understand at all)."""
-    sets = job_sets(world.CONCEPTS, clips, kept_clips)
+def baseline_sets(
+    targets: tuple[world.Concept, ...], clips: int, kept_clips: int, pool: int
+) -> list[PromptSet]:
+    """The unedited model on every set a job on ``targets`` samples, and on the held-out vocabulary
+    (new words in new sentence shapes: what the world can understand at all)."""
+    sets = [s for t in targets for s in _target_sets(t, clips, pool)]
     for c in world.CONCEPTS:
-        sets.append(PromptSet("given", c, _prompts(S.given_prompts(c), kept_clips)))
-        sets.append(PromptSet("kept_unseen", c, _unseen(c, kept_clips)))
-        sets.append(PromptSet("new_words", c, _prompts(text.held_out_prompts(c, clips, EVAL_POOL), clips)))
+        sets += _kept_sets(c, kept_clips, pool)
+        sets.append(PromptSet("new_words", c, _prompts(text.held_out_prompts(c, clips, pool), clips)))
     return sets
 
 
@@ -140,9 +149,7 @@ class Job:
         return " + ".join(t.identity for t in self.targets) if self.targets else "all"
 
 
-def erased_model(
-    graph: Graph, job: Job, model: str, clip: str, lora_steps: int | None, sampling_steps: int
-) -> str:
+def erased_model(graph: Graph, job: Job, model: str, clip: str, settings: dict, sampling_steps: int) -> str:
     """The node whose output 0 is the MODEL the job samples with."""
     if job.method in ("none", "negative_prompt"):
         return model
@@ -159,8 +166,8 @@ def erased_model(
                 unsafe_prompts="\n".join(u for u, _ in pairs),
                 safe_prompts="\n".join(s for _, s in pairs),
                 neutral_prompts=neutral,
-                rank=S.REFUSAL["rank"],
-                alpha=S.REFUSAL["alpha"],
+                rank=settings["refusal"]["rank"],
+                alpha=settings["refusal"]["alpha"],
                 probe_steps=4,
             )
             if vector is not None:
@@ -170,11 +177,11 @@ def erased_model(
             "UnlearnRefusalApply",
             model=Graph.out(model),
             refusal_vector=Graph.out(vector),
-            strength=S.REFUSAL["strength"],
-            blocks=S.REFUSAL["blocks"],
+            strength=settings["refusal"]["strength"],
+            blocks=settings["refusal"]["blocks"],
         )
     if job.method == "unlearning_lora":
-        settings = dict(S.LORA, steps=lora_steps or S.LORA["steps"], concept=S.concept_words(job.targets))
+        lora = dict(settings["lora"], concept=S.concept_words(job.targets))
         return graph.node(
             "UnlearnTrainLoRA",
             model=Graph.out(model),
@@ -186,17 +193,18 @@ def erased_model(
             length=S.LATENT["length"],
             sampling_steps=sampling_steps,
             sampled_clips=S.LORA_SAMPLED_CLIPS * len(job.targets),
-            **settings,
+            **lora,
         )
     raise ValueError(f"unknown method {job.method!r}; expected one of {METHODS}")
 
 
-def job_graph(job: Job, sets: list[PromptSet], lora_steps: int | None, sampling: dict = S.SAMPLING):
+def job_graph(job: Job, sets: list[PromptSet], settings: dict):
     """(graph, {detect node id: set key}) for one job."""
     graph = Graph()
     model = graph.node("UNETLoader", unet_name=MODEL_FILE, weight_dtype="default")
     clip = graph.node("UnlearnToyWorldTextEncoder")
-    sampling_model = erased_model(graph, job, model, clip, lora_steps, sampling["steps"])
+    sampling = settings["sampling"]
+    sampling_model = erased_model(graph, job, model, clip, settings, sampling["steps"])
     negative_text = S.negative_prompt(job.targets) if job.method == "negative_prompt" else ""
     negative = graph.node("CLIPTextEncode", clip=Graph.out(clip), text=negative_text)
     detects = {}
@@ -445,22 +453,35 @@ def run(
     kept_clips: int = 2,
     lora_steps: int | None = None,
     sampling_steps: int | None = None,
+    pool: int = EVAL_POOL,
+    overrides: dict[str, dict] | None = None,
     out_dir: Path = RESULTS_DIR,
 ) -> dict:
-    """Run every job on ``server`` (a started ComfyServer whose base has the toy model); write results."""
+    """Run every job on ``server`` (a started ComfyServer whose base has the toy model); write results.
+
+    ``pool``: which seeded draw of unseen phrasings to judge on (EVAL_POOL for results; another
+    one, a validation draw, when choosing settings). ``overrides``: {"refusal"|"lora": {key: value}}
+    over ``erasure_settings`` (for choosing settings on a validation pool, never on EVAL_POOL).
+    """
     text.check_vocabularies()
     started = time.monotonic()
     jobs = plan(methods, targets, multi)
-    sampling = dict(S.SAMPLING, steps=sampling_steps or S.SAMPLING["steps"])  # smaller only in smoke runs
+    overrides = overrides or {}
+    settings = {
+        "sampling": dict(S.SAMPLING, steps=sampling_steps or S.SAMPLING["steps"]),  # fewer: smoke runs
+        "refusal": dict(S.REFUSAL, **overrides.get("refusal", {})),
+        "lora": dict(S.LORA, **overrides.get("lora", {}), **({"steps": lora_steps} if lora_steps else {})),
+    }
+    all_targets = tuple(dict.fromkeys([*targets, *(S.MULTI_TARGETS if multi else ())]))
     raw: dict[str, dict] = {}
     seconds: dict[str, float] = {}
     for job in jobs:
         sets = (
-            baseline_sets(clips, kept_clips)
+            baseline_sets(all_targets, clips, kept_clips, pool)
             if job.method == "none"
-            else job_sets(job.targets, clips, kept_clips)
+            else job_sets(job.targets, clips, kept_clips, pool)
         )
-        graph, detects = job_graph(job, sets, lora_steps, sampling)
+        graph, detects = job_graph(job, sets, settings)
         t0 = time.monotonic()
         entry = server.run_prompt(graph.nodes, timeout_s=3600)
         key = f"{job.method}:{job.name}"
@@ -470,11 +491,10 @@ def run(
     report = {
         "targets": [t.identity for t in targets],
         "multi_targets": S.concept_words(S.MULTI_TARGETS) if multi else None,
+        "pool": pool,
         "settings": {
-            "sampling": sampling,
+            **settings,
             "latent": S.LATENT,
-            "refusal": S.REFUSAL,
-            "lora": dict(S.LORA, steps=lora_steps or S.LORA["steps"]),
             "lora_sampled_clips_per_target": S.LORA_SAMPLED_CLIPS,
             "given_per_concept": S.GIVEN_PER_CONCEPT,
             "how_chosen": (S.__doc__ or "").split("The hyperparameters", 1)[-1].strip(),
@@ -486,7 +506,7 @@ def run(
             }
             for t in targets
         },
-        "judged": {s.key: list(s.prompts) for s in baseline_sets(clips, kept_clips)},
+        "judged": {s.key: list(s.prompts) for s in baseline_sets(all_targets, clips, kept_clips, pool)},
         "clips": clips,
         "kept_clips": kept_clips,
         "machine": machine(),
@@ -512,6 +532,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--methods", default=",".join(METHODS), help="comma-separated; 'none' always runs (the baseline)"
     )
+    parser.add_argument(
+        "--pool", type=int, default=EVAL_POOL, help=f"draw of unseen phrasings (results: {EVAL_POOL})"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="METHOD.KEY=VALUE",
+        help="override a setting, e.g. refusal.strength=1.0 (choose settings with --pool other than "
+        f"{EVAL_POOL})",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the JSON and markdown")
     parser.add_argument("--readme", action="store_true", help="also put the table into README.md")
     parser.add_argument(
@@ -532,8 +563,21 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(methods) - set(METHODS)
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}; expected some of {METHODS}")
+    overrides: dict[str, dict] = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        method, _, name = key.partition(".")
+        if method not in ("refusal", "lora") or name not in getattr(S, method.upper()) or not value:
+            parser.error(f"--set {item!r}: expected refusal.KEY=VALUE or lora.KEY=VALUE with KEY one of "
+                         f"{sorted(S.REFUSAL)} / {sorted(S.LORA)}")  # fmt: skip
+        overrides.setdefault(method, {})[name] = json.loads(value) if value[0] in "0123456789-[{tf" else value
     options = dict(
-        clips=args.clips, kept_clips=args.kept_clips, lora_steps=args.lora_steps, multi=not args.no_multi
+        pool=args.pool,
+        overrides=overrides,
+        clips=args.clips,
+        kept_clips=args.kept_clips,
+        lora_steps=args.lora_steps,
+        multi=not args.no_multi,
     )
     names = args.targets.split(",") if args.targets else None
     if args.quick:

@@ -56,24 +56,35 @@ def titles(workflow: dict) -> dict[str, str]:
 BRANCHES = ("original", "refusal vector", "unlearning LoRA")  # the stitched order, left to right
 
 
-def side_by_side(image_paths: list[Path], readings: dict[str, str], out: Path, scale: int = 2) -> Path:
-    """One picture a person can read at a glance: the workflow's stitched frames (one PNG per latent
-    frame, the branches side by side) stacked as rows, enlarged ``scale`` times, under a header
-    naming each branch and what the toy detector read in it."""
+def side_by_side(image_paths: list[Path], readings: dict[str, list[str]], out: Path, scale: int = 2) -> Path:
+    """One picture a person can read at a glance: a row per clip, a column per branch (the middle
+    latent frame of each clip, from the workflow's stitched frames, enlarged ``scale`` times), each
+    cell labelled with what the toy detector read in that clip."""
     from PIL import Image, ImageDraw
 
-    frames = [Image.open(p).convert("RGB") for p in image_paths]
-    frames = [f.resize((f.width * scale, f.height * scale), Image.NEAREST) for f in frames]
+    clips = max(len(r) for r in readings.values())
+    frames_per_clip = len(image_paths) // clips
+    middles = [image_paths[k * frames_per_clip + frames_per_clip // 2] for k in range(clips)]
+    frames = [Image.open(p).convert("RGB") for p in middles]
+    frames = [f.resize((f.width * scale, f.height * scale), Image.BICUBIC) for f in frames]
     width, height = frames[0].size
-    gap, top = 6, 44
-    sheet = Image.new("RGB", (width, top + len(frames) * (height + gap) - gap), "white")
+    gap, top, label = 6, 22, 18
+    row = height + label + gap
+    sheet = Image.new("RGB", (width, top + clips * row - gap), "white")
     draw = ImageDraw.Draw(sheet)
     column = (width + 8 * scale) // len(BRANCHES)  # ImageStitch puts 8 px between branches
     for i, branch in enumerate(BRANCHES):
         draw.text((i * column + 4, 4), branch, fill="black")
-        draw.text((i * column + 4, 22), readings.get(branch, "?"), fill="dimgray")
-    for i, frame in enumerate(frames):
-        sheet.paste(frame, (0, top + i * (height + gap)))
+    for k, frame in enumerate(frames):
+        y = top + k * row
+        sheet.paste(frame, (0, y))
+        for i, branch in enumerate(BRANCHES):
+            seen = readings.get(branch, [])
+            draw.text(
+                (i * column + 4, y + height + 2),
+                f"clip {k}: {seen[k] if k < len(seen) else '?'}",
+                fill="dimgray",
+            )
     tmp = out.with_name(out.name + ".tmp.png")
     sheet.save(tmp)
     tmp.replace(out)
@@ -89,14 +100,14 @@ def run_demo(server: comfyui_host.ComfyServer) -> int:
     entry = server.run_prompt(graph, timeout_s=1800)
     print(f"Done in {time.monotonic() - started:.0f}s.\n")
     images: list[Path] = []
-    readings: dict[str, str] = {}
+    readings: dict[str, list[str]] = {}
     for node_id, outputs in sorted(entry["outputs"].items(), key=lambda kv: int(kv[0])):
         class_type = graph[node_id]["class_type"]
         if class_type == "UnlearnToyWorldDetect":
             print(f"{names[node_id]}:\n  " + outputs["text"][0].replace("\n", "\n  "))
             branch = names[node_id].partition("(")[2].rstrip(")")
             seen = [" ".join(v for v in (d["colour"], d["shape"]) if v) for d in outputs["detections"]]
-            readings[branch] = "detector: " + (", ".join(s or "nothing" for s in seen) or "nothing")
+            readings[branch] = [s or "nothing" for s in seen]
         elif class_type in ("NudeNetCheck", "NudeNetGate"):
             verdict = outputs.get("verdict", [{}])[0]
             print(f"{names[node_id]}: {json.dumps(verdict)[:300]}")
@@ -108,7 +119,7 @@ def run_demo(server: comfyui_host.ComfyServer) -> int:
         print("the workflow saved no images")
         return 1
     picture = side_by_side(sorted(images), readings, images[0].parent / PICTURE_NAME)
-    print(f"\nSide by side (columns: {', '.join(BRANCHES)}; rows: latent frames): {picture}")
+    print(f"\nSide by side (columns: {', '.join(BRANCHES)}; rows: clips, middle frame): {picture}")
     if EFFICACY_TABLE.is_file():
         print(f"\nEfficacy in the toy world ({EFFICACY_TABLE.relative_to(REPO_ROOT)}):\n")
         print(EFFICACY_TABLE.read_text())
