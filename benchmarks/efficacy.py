@@ -401,8 +401,9 @@ def markdown(report: dict) -> str:
         f"Goals (issue 16), pooled over targets: found in at most {percent(GOALS['exact'])} of clips for "
         f"exact prompts and {percent(GOALS['unseen'])} for unseen phrasings, preservation on unseen "
         "phrasings at "
-        f"least {percent(GOALS['preservation'])} of the unedited accuracy. Settings chosen once (issue 5, "
-        f"red ball, training vocabulary) and used for every job. {report['machine']}; "
+        f"least {percent(GOALS['preservation'])} of the unedited accuracy. Settings: the same for every "
+        "job, chosen on a validation draw of unseen phrasings (pool 5; these results: pool "
+        f"{report.get('pool', EVAL_POOL)}), see erasure_settings.py. {report['machine']}; "
         f"{report['seconds']:.0f} s.",
     ]
     return "\n".join(lines) + "\n"

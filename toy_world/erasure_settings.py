@@ -9,11 +9,19 @@ vocabulary only (``text.TRAIN``), and what it is judged on from the held-out voc
 * neutral prompts (refusal vector) and preserve prompts (LoRA) are the same seeded draw of
   ``GIVEN_PER_CONCEPT`` training-vocabulary phrasings of every other concept (pool ``GIVEN_POOL``).
 
-The hyperparameters were chosen once, in issue 5, on the red ball alone with training-vocabulary
-prompts (8 seeds a prompt): alpha 10 at strength 1 also took the blue cube's colour, strength 0.7
-kept every other concept, alpha 20 left 38 % of paraphrases, alpha 40 erased nothing; the LoRA's
-60 steps at lr 1e-3 erased and kept. They are used unchanged for every target and for three
-targets at once: no per-target tuning, and nothing was tuned on held-out wordings.
+The hyperparameters are the same for every target and for three targets at once (no per-target
+tuning). Chosen in two rounds, never on the prompts the results are judged on:
+
+* issue 5, on the earlier toy model, red ball only, training-vocabulary prompts (8 seeds a
+  prompt): rank 4, alpha 10, strength 0.7 (strength 1 then also took the blue cube's colour;
+  alpha 20 left 38 % of paraphrases, alpha 40 erased nothing); LoRA 60 steps at lr 1e-3, rank 8.
+* issue 16, on the retrained model, where those settings erased almost nothing (refusal vector:
+  94 % of exact prompts still showed the target, pooled over 8 targets) and the LoRA kept 80 % of
+  the other concepts: a sweep on a *validation* draw of unseen phrasings (the benchmark's
+  ``--pool 5``; results use pool 3) for two targets, the red ball and the green star. Refusal
+  strength 1.0 gave exact 0 %, unseen 6 %, kept 100 %, so the smallest strength tried was taken
+  (1.5 and 2.0 were not needed). LoRA preservation weight 3 kept 75 %, 10 kept 86 % (10 with
+  localization 20 also 86 %): 10 was taken, below the 90 % goal on validation already.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ LATENT = {"width": 128, "height": 128, "length": 9}  # 3 latent frames of 16 x 1
 
 GIVEN_PER_CONCEPT = 2
 GIVEN_POOL = 1
-REFUSAL = {"rank": 4, "alpha": 10.0, "strength": 0.7, "blocks": "all"}
+REFUSAL = {"rank": 4, "alpha": 10.0, "strength": 1.0, "blocks": "all"}
 LORA = {
     "concept": TARGET.identity,  # the benchmark names each job's targets instead (``concept_words``)
     "steps": 60,
@@ -40,7 +48,7 @@ LORA = {
     "rank": 8,
     "eta": 3.0,
     "localization_weight": 5.0,
-    "preservation_weight": 1.0,
+    "preservation_weight": 10.0,
     "mask_threshold": 0.1,
     "target_modules": "attention",
     "seed": 0,
