@@ -17,11 +17,14 @@ tuning). Chosen in two rounds, never on the prompts the results are judged on:
   alpha 20 left 38 % of paraphrases, alpha 40 erased nothing); LoRA 60 steps at lr 1e-3, rank 8.
 * issue 16, on the retrained model, where those settings erased almost nothing (refusal vector:
   94 % of exact prompts still showed the target, pooled over 8 targets) and the LoRA kept 80 % of
-  the other concepts: a sweep on a *validation* draw of unseen phrasings (the benchmark's
-  ``--pool 5``; results use pool 3) for two targets, the red ball and the green star. Refusal
-  strength 1.0 gave exact 0 %, unseen 6 %, kept 100 %, so the smallest strength tried was taken
-  (1.5 and 2.0 were not needed). LoRA preservation weight 3 kept 75 %, 10 kept 86 % (10 with
-  localization 20 also 86 %): 10 was taken, below the 90 % goal on validation already.
+  the other concepts: sweeps on a *validation* draw of unseen phrasings (the benchmark's
+  ``--pool 5``; results use pool 3). Round 1, red ball and green star only: refusal strength 1.0
+  gave exact 0 %, unseen 6 %, kept 100 %; LoRA preservation weight 3 kept 75 %, 10 kept 86 % (with
+  localization 20 also 86 %). Those did not carry over to all eight targets (pool 3: refusal 28 %
+  still found), so round 2 used all eight targets: refusal strength 1.5 gave 0 % / 0 % found, kept
+  90.2 %; 2.0 gave 0 % / 0 %, kept 80.4 %: 1.5 taken. LoRA preservation weight 10 gave 3 % / 6 %
+  found, kept 89.3 %; 20 gave 19 % / 25 % found, kept 94.6 %: 10 taken (it misses one goal by
+  less than a point on validation, 20 misses two).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ LATENT = {"width": 128, "height": 128, "length": 9}  # 3 latent frames of 16 x 1
 
 GIVEN_PER_CONCEPT = 2
 GIVEN_POOL = 1
-REFUSAL = {"rank": 4, "alpha": 10.0, "strength": 1.0, "blocks": "all"}
+REFUSAL = {"rank": 4, "alpha": 10.0, "strength": 1.5, "blocks": "all"}
 LORA = {
     "concept": TARGET.identity,  # the benchmark names each job's targets instead (``concept_words``)
     "steps": 60,
