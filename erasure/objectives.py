@@ -47,6 +47,13 @@ def unlearning_loss(v_student_concept: Tensor, v_neg: Tensor) -> Tensor:
     return torch.mean((v_student_concept.float() - v_neg.detach().float()) ** 2)
 
 
+def flow_matching_loss(v_pred: Tensor, x0: Tensor, noise: Tensor) -> Tensor:
+    """``L_fm = mean((v(x_t, sigma, c) - (noise - x0))^2)``: the rectified-flow denoising loss, how well
+    a model's velocity at ``x_t = (1 - sigma) x0 + sigma * noise`` points from the clip to the noise.
+    Low on clips the model would make for ``c``; what a prompt attack lowers (``erasure.attacks``)."""
+    return torch.mean((v_pred.float() - (noise.float() - x0.float())) ** 2)
+
+
 def preservation_loss(v_student_preserve: Tensor, v_frozen_preserve: Tensor) -> Tensor:
     """``L_pre = mean((v_{theta+phi}(x_t, c_pre) - stopgrad(v_theta(x_t, c_pre)))^2)``."""
     return torch.mean((v_student_preserve.float() - v_frozen_preserve.detach().float()) ** 2)

@@ -6,9 +6,17 @@ workflows, so they never change once released.
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import lora_file_nodes, nudenet_nodes, refusal_nodes, toy_world_nodes, train_nodes, web_routes
+from . import (
+    attack_nodes,
+    lora_file_nodes,
+    nudenet_nodes,
+    refusal_nodes,
+    toy_world_nodes,
+    train_nodes,
+    web_routes,
+)
 
-NODE_MODULES = (nudenet_nodes, refusal_nodes, train_nodes, lora_file_nodes, toy_world_nodes)
+NODE_MODULES = (nudenet_nodes, refusal_nodes, train_nodes, lora_file_nodes, toy_world_nodes, attack_nodes)
 
 
 def all_nodes() -> list[type[io.ComfyNode]]:

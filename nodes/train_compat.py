@@ -32,7 +32,14 @@ from torch import Tensor, nn
 
 from ..erasure.masks import common_prefix_length, concept_words, find_concept_positions, strip_template
 from ..erasure.objectives import flow_velocity
-from ..erasure.training import AdapterSet, AdapterTarget, ConceptMaskCapture, MarkedRow
+from ..erasure.training import (
+    AdapterSet,
+    AdapterTarget,
+    ConceptMaskCapture,
+    MarkedRow,
+    cloned_inputs,
+    wrapped_blocks,
+)
 from . import comfy_compat
 
 PROGRESS_EVENT = "video_unlearning.train_progress"
@@ -247,6 +254,34 @@ def autograd_usable_weights(module: nn.Module) -> Iterator[int]:
             (sub._parameters if is_param else sub._buffers)[name] = original
 
 
+@contextlib.contextmanager
+def differentiable(
+    model, family: str, capture: ConceptMaskCapture, marker: MarkedRow, checkpoint: bool
+) -> Iterator[None]:
+    """While active, forward passes of a loaded MODEL (``load_for_training``) can be differentiated:
+    ComfyUI's training flag (``training_mode``), its frozen inference-mode weights usable by autograd
+    without a copy (``autograd_usable_weights``), the family's in-place updates made safe (copies
+    for ``inplace_updated_norms``, saved copies where ``saves_inputs_updated_in_place``), and every
+    transformer block wrapped for the mask capture and optional activation checkpointing
+    (``erasure.training.wrapped_blocks``). The trainer and the prompt attack both run inside it."""
+    dm = model.model.diffusion_model
+    norms = inplace_updated_norms(dm, family)
+    with (
+        training_mode(),
+        autograd_usable_weights(dm),
+        cloned_inputs(norms),
+        wrapped_blocks(
+            block_modules(dm, family),
+            capture,
+            marker,
+            checkpoint,
+            copy_inputs=bool(norms),
+            copy_saved_inputs=saves_inputs_updated_in_place(family),
+        ),
+    ):
+        yield
+
+
 # --- prompts and conditioning ---------------------------------------------------------------------
 
 
@@ -359,21 +394,47 @@ def _stream_prefix(diffusion_model: nn.Module, conds: dict[str, Tensor]) -> int:
     return rows
 
 
+def with_attended_rows(extras: dict, rows: int, new_rows: int) -> dict:
+    """``extras`` of a CONDITIONING entry whose text grew from ``rows`` to ``new_rows`` rows (soft
+    tokens appended): an ``attention_mask`` over the old rows gets ones for the new ones, so the
+    model attends to them (HunyuanVideo and LTX-Video mask their text padding). Other extras as they are."""
+    mask = extras.get("attention_mask")
+    if new_rows <= rows or not isinstance(mask, Tensor) or mask.shape[-1] != rows:
+        return extras
+    ones = torch.ones((*mask.shape[:-1], new_rows - rows), dtype=mask.dtype, device=mask.device)
+    return dict(extras, attention_mask=torch.cat([mask, ones], dim=-1))
+
+
+def model_conds(
+    model, entry: Sequence, latent_shape: Sequence[int], device, cross_attn: Tensor | None = None
+):
+    """The model's inputs (batch 1, on ``device``) for one CONDITIONING entry ``[cond, extras]``, from
+    the model's own ``extra_conds`` as the sampler builds them for a latent of ``latent_shape``.
+
+    ``cross_attn`` replaces the entry's text rows (a prompt attack's ``c'``, which may carry a
+    gradient: nothing here detaches it); where it has more rows than the entry and the entry has an
+    ``attention_mask`` over its rows, the mask is extended to let the new rows be attended to."""
+    cond, extras = entry[0], entry[1]
+    if cross_attn is None:
+        cross_attn = cond
+    extras = with_attended_rows(_clone_tree(extras, device), int(cond.shape[1]), int(cross_attn.shape[1]))
+    noise = torch.zeros((1, *latent_shape[1:]), device=device)
+    params = dict(extras, cross_attn=cross_attn.to(device), noise=noise, device=device)
+    out = {}
+    for k, v in model.model.extra_conds(**params).items():
+        value = v.process_cond(batch_size=1, area=None, device=device).cond
+        # Constants (LTX-Video's frame_rate) go to the model as they are, once per batch.
+        out[k] = value.to(device) if isinstance(value, Tensor) else value
+    return out
+
+
 def build_model_inputs(model, prompts: Sequence[EncodedPrompt], latent_shape: Sequence[int], device) -> None:
     """Fill each prompt's ``conds`` (batch 1, on ``device``) with the model's own ``extra_conds``,
     as the sampler builds them for a latent of ``latent_shape``. Where the model's text stream puts
     other rows before the prompt's (HunyuanVideo 1.5's byT5 glyph rows), ``text_len`` and
     ``concept_rows`` are made to count in that stream."""
-    noise = torch.zeros((1, *latent_shape[1:]), device=device)
     for prompt in prompts:
-        cond, extras = prompt.conditioning[0]
-        params = dict(_clone_tree(extras, device), cross_attn=cond.to(device), noise=noise, device=device)
-        model_conds = model.model.extra_conds(**params)
-        prompt.conds = {}
-        for k, v in model_conds.items():
-            value = v.process_cond(batch_size=1, area=None, device=device).cond
-            # Constants (LTX-Video's frame_rate) go to the model as they are, once per batch.
-            prompt.conds[k] = value.to(device) if isinstance(value, Tensor) else value
+        prompt.conds = model_conds(model, prompt.conditioning[0], latent_shape, device)
         prefix = _stream_prefix(model.model.diffusion_model, prompt.conds)
         if prefix and not prompt.stream_prefix:
             prompt.stream_prefix = prefix

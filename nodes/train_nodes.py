@@ -31,12 +31,10 @@ from ..erasure.training import (
     ConceptMaskCapture,
     LossWeights,
     MarkedRow,
-    cloned_inputs,
     flow_noise,
     predict_grouped,
     train_adapters,
     unlearning_step,
-    wrapped_blocks,
 )
 from . import comfy_compat, train_compat
 
@@ -265,7 +263,6 @@ def _train(model, settings: TrainSettings, family, prompt_sets, x0_all, patch, n
     prompts.update({("c", i): p for i, p in enumerate(concepts)})
     prompts.update({("p", i): p for i, p in enumerate(preserves)})
     velocity = train_compat.VelocityModel(trainee, prompts, capture)
-    blocks = train_compat.block_modules(dm, family)
     _, t, h, w = x0_all.shape[1:]
     tokens = (t // patch[0]) * (h // patch[1]) * (w // patch[2])
     capture.video_tokens = adapters.video_tokens = tokens
@@ -308,20 +305,7 @@ def _train(model, settings: TrainSettings, family, prompt_sets, x0_all, patch, n
             )
         )
 
-    norms = train_compat.inplace_updated_norms(dm, family)
-    with (
-        train_compat.training_mode(),
-        train_compat.autograd_usable_weights(dm),
-        cloned_inputs(norms),
-        wrapped_blocks(
-            blocks,
-            capture,
-            marker,
-            settings.gradient_checkpointing,
-            copy_inputs=bool(norms),
-            copy_saved_inputs=train_compat.saves_inputs_updated_in_place(family),
-        ),
-    ):
+    with train_compat.differentiable(trainee, family, capture, marker, settings.gradient_checkpointing):
         adapters.attach()
         try:
             history = train_adapters(adapters, step, settings.steps, settings.learning_rate, on_step)

@@ -1,6 +1,6 @@
 // Video Unlearning: what the pack's nodes show on the canvas.
 // - NudeNetCheck / NudeNetGate: a verdict badge (clean / flagged, nudity rate, worst label) after a run.
-// - UnlearnTrainLoRA: the live loss curves and time left while it trains.
+// - UnlearnTrainLoRA and UnlearnAttackPrompt: the live loss curves and time left while they run.
 // - UnlearnRefusalEstimate: a preset picker; choosing a preset copies its prompt pairs into the
 //   node's unsafe/safe prompt lists, where they can be read and edited.
 // - Nodes that return a text report (refusal edits, training, LoRA files): the report under the node.
@@ -21,9 +21,11 @@ const TEXT_NODES = new Set([
   "UnlearnTrainLoRA",
   "UnlearnSaveLoRA",
   "UnlearnLoadLoRA",
+  "UnlearnAttackPrompt",
 ]);
 const PRESET_NODE = "UnlearnRefusalEstimate";
-const TRAIN_NODE = "UnlearnTrainLoRA";
+// Nodes that send PROGRESS_EVENT messages (the trainer and the prompt attack): a live loss chart.
+const PROGRESS_NODES = new Set(["UnlearnTrainLoRA", "UnlearnAttackPrompt"]);
 const PROGRESS_META = new Set(["node", "step", "steps", "elapsed_s", "eta_s"]);
 const SERIES_COLOURS = ["#60a5fa", "#f87171", "#34d399", "#fbbf24", "#c084fc"];
 const REPORT_WIDGET = "video_unlearning_report";
@@ -397,8 +399,8 @@ function decorate(nodeType, name) {
 const onTrainProgress = guarded("train progress", (event) => {
   const data = event?.detail ?? {};
   const node = app.graph?.getNodeById?.(Number(data.node));
-  // Another workflow may be open in the canvas now: its node with this id is not the trainer.
-  if (!node || node.type !== TRAIN_NODE || !Number.isFinite(data.step)) return;
+  // Another workflow may be open in the canvas now: its node with this id may be another node.
+  if (!node || !PROGRESS_NODES.has(node.type) || !Number.isFinite(data.step)) return;
   if (!node.videoUnlearningProgress || data.step <= 1) {
     node.videoUnlearningProgress = { series: {}, step: 0, steps: data.steps };
   }
@@ -510,7 +512,7 @@ app.registerExtension({
     if (name === PRESET_NODE) addPresetPicker(node);
     addStyles();
     if (VERDICT_NODES.has(name)) badgeWidget(node);
-    if (name === TRAIN_NODE) chartWidget(node);
+    if (PROGRESS_NODES.has(name)) chartWidget(node);
     if (TEXT_NODES.has(name)) reportWidget(node);
   }),
 });
