@@ -167,7 +167,8 @@ def test_attack_differentiates_the_erased_weights_not_the_original_ones(comfy):
     with torch.inference_mode():
         vector = UnlearnRefusalEstimate.execute(
             model=model, clip=clip, preset="custom", name="nudity",
-            unsafe_prompts="\n".join(u for u, _ in pairs), safe_prompts="\n".join(s for _, s in pairs), neutral_prompts="a cat\na house", rank=2, alpha=10.0,
+            unsafe_prompts="\n".join(u for u, _ in pairs), safe_prompts="\n".join(s for _, s in pairs),
+            neutral_prompts="a cat\na house", rank=2, alpha=10.0,
             probe_steps=2,
         ).result[0]  # fmt: skip
         erased = UnlearnRefusalApply.execute(
