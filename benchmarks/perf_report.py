@@ -168,11 +168,18 @@ def training_table(run: dict) -> list[str]:
         "stock": "TrainLoraNode (ComfyUI)",
         "unlearn": "UnlearnTrainLoRA, preservation off",
         "unlearn_preserve": "UnlearnTrainLoRA, preservation on",
+        "unlearn_robust": "UnlearnTrainLoRA, preservation on, robust (attack steps per step)",
     }
     extra_key = key.replace("_peak_mb", "_extra_mb")
     for arm, label in labels.items():
-        a = arms[arm]
-        if arm == "stock":
+        a = arms.get(arm)
+        if a is None:  # results written before the arm existed
+            continue
+        if arm == "unlearn_robust":
+            label = label.replace("attack steps", f"{a['attack_steps']} attack steps")
+            ratio = f"{a['step_ratio']:.2f}x ({a['step_ratio_vs_plain']:.2f}x the plain trainer's)"
+            goal = wall = memory_ratio = memory_goal = rss_ratio = "-"
+        elif arm == "stock":
             ratio = goal = wall = memory_ratio = memory_goal = rss_ratio = "-"
         else:
             g = a["goal"]

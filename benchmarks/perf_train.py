@@ -7,7 +7,10 @@ rank, clip and gradient checkpointing (on, both nodes' default), with the same t
 * ``stock``: ``comfy_extras.nodes_train.TrainLoraNode`` called as a graph calls it (every input a
   list), one latent, one prompt, batch 1, Adam, MSE, LoRA in fp32 (the pack's adapters are fp32);
 * ``unlearn``: ``UnlearnTrainLoRA`` without preservation (no preserve prompts, weight 0);
-* ``unlearn_preserve``: ``UnlearnTrainLoRA`` with preservation (one preserve prompt, weight 1).
+* ``unlearn_preserve``: ``UnlearnTrainLoRA`` with preservation (one preserve prompt, weight 1);
+* ``unlearn_robust``: as ``unlearn_preserve`` with the robust option on (``ROBUST_ATTACK_STEPS``
+  attack steps on the concept conditioning before each step, AdvUnlearn-style): its cost per step is
+  reported against ``unlearn_preserve``, the plain trainer with the same terms.
 
 The other UnlearnTrainLoRA inputs are the node's defaults (16 augmented concept prompts,
 localization on). Per-step time: between consecutive ticks of the node's progress bar (both nodes
@@ -40,7 +43,8 @@ import torch  # noqa: E402
 
 from benchmarks import perf_setup as setup  # noqa: E402
 
-ARMS = ("stock", "unlearn", "unlearn_preserve")
+ARMS = ("stock", "unlearn", "unlearn_preserve", "unlearn_robust")
+ROBUST_ATTACK_STEPS = 2
 GOALS = {"unlearn": 1.8, "unlearn_preserve": 3.2}  # step time against the stock node's
 MEMORY_GOAL = 1.15
 LEARNING_RATE = 1e-4
@@ -95,7 +99,15 @@ def run_stock(model, positive: list, latent: torch.Tensor, steps: int, rank: int
 
 
 def run_unlearn(
-    model, clip, latent: torch.Tensor, steps: int, rank: int, targets: str, device: str, preserve: bool
+    model,
+    clip,
+    latent: torch.Tensor,
+    steps: int,
+    rank: int,
+    targets: str,
+    device: str,
+    preserve: bool,
+    adversarial_steps: int = 0,
 ):
     from graphs import schema_defaults
     from video_unlearning.nodes.train_nodes import UnlearnTrainLoRA
@@ -111,6 +123,7 @@ def run_unlearn(
         preservation_weight=1.0 if preserve else 0.0,
         preserve_prompts=PRESERVE_PROMPT if preserve else "",
         concept_prompts="",
+        adversarial_steps=adversarial_steps,
     )
     output = UnlearnTrainLoRA.execute(model=model, clip=clip, latents={"samples": latent}, **inputs)
     return trained(UnlearnTrainLoRA, output)
@@ -135,8 +148,11 @@ def worker(args: argparse.Namespace) -> dict:
         if args.arm == "stock":
             out = run_stock(model, positive, latent, steps, args.rank, args.device)
         else:
-            preserve = args.arm == "unlearn_preserve"
-            out = run_unlearn(model, clip, latent, steps, args.rank, args.targets, args.device, preserve)
+            preserve = args.arm in ("unlearn_preserve", "unlearn_robust")
+            attack_steps = ROBUST_ATTACK_STEPS if args.arm == "unlearn_robust" else 0
+            out = run_unlearn(
+                model, clip, latent, steps, args.rank, args.targets, args.device, preserve, attack_steps
+            )
         setup.sync(args.device)
         end, end_wall = setup.now(), time.perf_counter()
     step_s, step_wall_s = clock.intervals(), clock.intervals(wall=True)
@@ -217,6 +233,10 @@ def measure(
             "step_pass": entry["step_ratio"] <= GOALS[arm],
             "memory_pass": entry["memory_ratio"] <= MEMORY_GOAL,
         }
+    robust, plain = arms["unlearn_robust"], arms["unlearn_preserve"]
+    robust["step_ratio"] = robust["step_median_s"] / stock["step_median_s"]
+    robust["step_ratio_vs_plain"] = robust["step_median_s"] / plain["step_median_s"]
+    robust["attack_steps"] = ROBUST_ATTACK_STEPS
     return {
         "arms": arms,
         "rank": rank,

@@ -463,11 +463,15 @@ def unlearning_step(
     concept: Hashable,
     preserve: Hashable | None,
     weights: LossWeights,
+    attacked: Hashable | None = None,
 ) -> UnlearningLosses:
     """One evaluation of ``L = L_unlearn + alpha L_loc + beta L_pre`` (no backward).
 
     ``predict(prompts, marked)`` returns the velocities for ``prompts`` at this step's (x_t, sigma),
-    marking ``marked`` (see ``predict_grouped``). ``preserve`` None drops L_pre.
+    marking ``marked`` (see ``predict_grouped``). ``preserve`` None drops L_pre. ``attacked``: an
+    attacked version of the concept prompt (adversarial training): the adapted model's velocity for
+    it, not for ``concept``, is pulled to ``v_neg`` (which, and the masks, still come from ``concept``
+    on the frozen model): ``L_unlearn = || v_{theta+phi}(x_t, c') - stopgrad(v_neg(c)) ||^2``.
     """
     frozen_prompts = [uncond, concept] + ([preserve] if preserve is not None else [])
     adapters.enabled = False
@@ -482,7 +486,8 @@ def unlearning_step(
     v_neg = negative_target(frozen[0:1], frozen[1:2], weights.eta)
 
     adapters.energy = {}
-    student = predict([concept] + ([preserve] if preserve is not None else []), concept)
+    student_concept = concept if attacked is None else attacked
+    student = predict([student_concept] + ([preserve] if preserve is not None else []), student_concept)
     l_unlearn = unlearning_loss(student[0:1], v_neg)
     if preserve is not None:
         l_pre = preservation_loss(student[1:2], frozen[2:3])

@@ -15,6 +15,7 @@ without them the node samples its own with a short euler run and says so.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -25,7 +26,9 @@ import torch
 from comfy_api.latest import io
 
 from ..erasure import checks
+from ..erasure.attacks import attacked_rows, pgd_step, row_scale
 from ..erasure.lora_format import build_lora, json_list, pack_version
+from ..erasure.objectives import flow_matching_loss
 from ..erasure.prompt_augment import STYLES, augment_prompts
 from ..erasure.training import (
     ConceptMaskCapture,
@@ -70,9 +73,21 @@ class TrainSettings:
     seed: int
     gradient_checkpointing: bool
     training_dtype: str
+    # Adversarial training (AdvUnlearn): PGD steps on the concept prompt's conditioning per step (0: off)
+    adversarial_steps: int = 0
+    adversarial_step_size: float = 0.1
+    adversarial_max_change: float = 1.0
 
     def validate(self) -> None:
-        for field in ("learning_rate", "eta", "localization_weight", "preservation_weight", "mask_threshold"):
+        for field in (
+            "learning_rate",
+            "eta",
+            "localization_weight",
+            "preservation_weight",
+            "mask_threshold",
+            "adversarial_step_size",
+            "adversarial_max_change",
+        ):
             checks.finite_number(field, getattr(self, field))
         if not self.concept.strip():
             raise ValueError("concept is empty: name the concept to erase, e.g. 'nudity'.")
@@ -92,6 +107,11 @@ class TrainSettings:
             raise ValueError("localization_weight and preservation_weight must be >= 0.")
         if self.target_modules not in train_compat.TARGET_PRESETS:
             raise ValueError(f"target_modules must be one of {train_compat.TARGET_PRESETS}.")
+        if self.adversarial_steps < 0 or self.adversarial_step_size <= 0 or self.adversarial_max_change < 0:
+            raise ValueError(
+                "adversarial_steps must be >= 0 (0: plain training), adversarial_step_size > 0 and "
+                "adversarial_max_change >= 0 (0: unbounded)."
+            )
         if self.training_dtype not in TRAINING_DTYPES:
             raise ValueError(f"training_dtype must be one of {TRAINING_DTYPES}.")
 
@@ -238,6 +258,12 @@ def train_unlearning_lora(
         f"loss {history['loss'][0]:.4g} -> {history['loss'][-1]:.4g}; latents {latents_source}; "
         f"{len(concepts)} concept prompts"
         + (f" ({missing} without the concept's words: their mask uses all their tokens)" if missing else "")
+        + (
+            f"; adversarial: {settings.adversarial_steps} attack steps of {settings.adversarial_step_size:g} "
+            f"per step (bound {settings.adversarial_max_change:g})"
+            if settings.adversarial_steps
+            else ""
+        )
     )
     LOG.info("UnlearnTrainLoRA: %s", summary)
     return TrainResult(result_model, lora, history, summary)
@@ -274,6 +300,8 @@ def _train(model, settings: TrainSettings, family, prompt_sets, x0_all, patch, n
     def predict(group, marked):
         return predict_grouped(velocity.forward, group, velocity.signature, marker, marked)
 
+    adversary = _Adversary(trainee, velocity, settings, x0_all.shape) if settings.adversarial_steps else None
+
     def step(i: int):
         train_compat.throw_if_cancelled()
         c = ("c", int(torch.randint(len(concepts), (1,), generator=generator)))
@@ -286,7 +314,8 @@ def _train(model, settings: TrainSettings, family, prompt_sets, x0_all, patch, n
         velocity.sigma = sigma
         capture.concept_index = prompts[c].concept_rows
         capture.text_len = prompts[c].text_len
-        return unlearning_step(predict, adapters, capture, "", c, p, weights)
+        attacked = adversary.attack(c, x0.to(device), noise.to(device)) if adversary else None
+        return unlearning_step(predict, adapters, capture, "", c, p, weights, attacked=attacked)
 
     pbar = comfy.utils.ProgressBar(settings.steps, node_id=node_id)
     start = time.monotonic()
@@ -312,6 +341,50 @@ def _train(model, settings: TrainSettings, family, prompt_sets, x0_all, patch, n
         finally:
             adapters.detach()
     return history, adapters.factors()
+
+
+class _Adversary:
+    """The inner loop of adversarial training (AdvUnlearn, on the text-conditioning space): before each
+    step, ``adversarial_steps`` PGD steps (``erasure.attacks.pgd_step``) move the concept prompt's
+    conditioning ``c' = c + s u`` to lower the *current* LoRA model's denoising loss on the step's
+    clip; the step then unlearns on ``c'`` (its target ``v_neg`` still from the frozen model on c).
+    Each concept prompt's ``u`` carries over to its next step (a warm start: the attack keeps
+    strengthening as the LoRA learns), bounded by ``adversarial_max_change`` per row."""
+
+    def __init__(self, model, velocity, settings: TrainSettings, latent_shape) -> None:
+        self.model, self.velocity, self.settings = model, velocity, settings
+        self.latent_shape = latent_shape
+        self.device = model.load_device
+        self.state: dict = {}
+
+    def attack(self, concept_key, x0: torch.Tensor, noise: torch.Tensor):
+        """The key of the attacked copy of ``concept_key`` in the velocity model's prompts."""
+        prompts = self.velocity.prompts
+        base = prompts[concept_key]
+        entry = base.conditioning[0]
+        rows0 = entry[0].to(self.device).float()
+        scale = row_scale(rows0)
+        u = self.state.get(concept_key)
+        if u is None:
+            u = torch.zeros(rows0.shape, device=self.device)
+        key = ("adversarial", concept_key)
+        adversarial = prompts.setdefault(key, dataclasses.replace(base, conds={}))
+
+        def use(variable):
+            rows = attacked_rows(rows0, variable, scale, "prompt_embedding")
+            adversarial.conds = train_compat.model_conds(
+                self.model, entry, self.latent_shape, self.device, cross_attn=rows
+            )
+
+        for _ in range(self.settings.adversarial_steps):
+            u = u.detach().requires_grad_(True)
+            use(u)
+            loss = flow_matching_loss(self.velocity.forward([key]), x0, noise)
+            u = pgd_step(loss, u, self.settings.adversarial_step_size, self.settings.adversarial_max_change)
+        self.state[concept_key] = u
+        with torch.no_grad():
+            use(u)
+        return key
 
 
 def _weight(name: str, default: float, high: float, tooltip: str) -> io.Float.Input:
@@ -400,6 +473,35 @@ class UnlearnTrainLoRA(io.ComfyNode):
                 io.Int.Input("sampling_steps", default=20, min=1, max=200, tooltip="Self-sampled clips."),
                 io.Int.Input(
                     "sampled_clips", default=4, min=1, max=64, tooltip="Self-sampled clips: how many."
+                ),
+                io.Int.Input(
+                    "adversarial_steps",
+                    default=0,
+                    min=0,
+                    max=100,
+                    optional=True,
+                    tooltip="Robust training (AdvUnlearn): attack steps on the concept prompt's conditioning "
+                    "before each training step, which then unlearns on the attacked prompt. 0: plain "
+                    "training. Each attack step costs about one more forward and backward pass.",
+                ),
+                io.Float.Input(
+                    "adversarial_step_size",
+                    default=0.1,
+                    min=0.001,
+                    max=10.0,
+                    step=0.001,
+                    optional=True,
+                    tooltip="Robust training: each attack step, in units of the prompt's rms.",
+                ),
+                io.Float.Input(
+                    "adversarial_max_change",
+                    default=1.0,
+                    min=0.0,
+                    max=100.0,
+                    step=0.01,
+                    optional=True,
+                    tooltip="Robust training: bound on each attacked row's change, in units of the prompt's "
+                    "rms (0: unbounded).",
                 ),
             ],
             outputs=[

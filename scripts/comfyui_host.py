@@ -332,8 +332,16 @@ class ComfyServer:
             if entry and entry.get("status", {}).get("completed") is not None:
                 status = entry["status"]
                 if status.get("status_str") != "success":
+                    # The error first: the message also holds every input of the failed node.
+                    errors = [
+                        f"{m[1].get('node_type')} (node {m[1].get('node_id')}): "
+                        f"{m[1].get('exception_type')}: {m[1].get('exception_message')}"
+                        for m in status.get("messages") or []
+                        if m and m[0] == "execution_error" and isinstance(m[1], dict)
+                    ]
                     raise RuntimeError(
-                        f"prompt {prompt_id} failed: {json.dumps(status.get('messages'))[-4000:]}"
+                        f"prompt {prompt_id} failed: {'; '.join(errors)}\n"
+                        f"{json.dumps(status.get('messages'))[-4000:]}"
                     )
                 return entry
             time.sleep(0.25)

@@ -236,3 +236,45 @@ def test_attack_bad_inputs_get_clear_errors(comfy):
         attack(model, positive, clips, learning_rate=float("nan"))
     with pytest.raises(ValueError, match="max_change"):
         attack(model, positive, clips, max_change=float("inf"))
+
+
+# --- UnlearnTrainLoRA's robust option (adversarial training) --------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["wan", "hunyuan_video", "ltxv"])
+def test_robust_training_trains_and_its_lora_round_trips_through_the_stock_loader(comfy, family):
+    """adversarial_steps > 0: the inner attack runs before each step (also through the in-place blocks
+    of HunyuanVideo and LTX-Video), the LoRA differs from plain training's, and LoraModelLoader gives
+    the same model back from it."""
+    from comfy_extras.nodes_train import LoraModelLoader
+    from test_train_lora import SAMPLED_SIZE, prompts, train
+
+    model, clip = load(MODELS[family])
+    concept = prompts(family)[0][:3]
+    clips = {"samples": latent(family, batch=2, generator=torch.Generator().manual_seed(4))}
+    quick = dict(steps=6, gradient_checkpointing=True, **SAMPLED_SIZE.get(family, {}))
+    plain = train(model, clip, concept, latents=clips, **quick).result
+    robust_out = train(model, clip, concept, latents=clips, adversarial_steps=2, **quick)
+    robust = robust_out.result
+    assert "adversarial: 2 attack steps" in robust_out.ui["text"][0]
+    lora = robust[1]
+    assert lora.metadata["adversarial_steps"] == "2" and lora.metadata["adversarial_max_change"] == "1.0"
+    assert all(torch.isfinite(torch.tensor(v)).all() for v in robust[2].values())
+    ups = [k for k in lora if k.endswith("lora_up.weight")]
+    assert any(not torch.equal(lora[k], plain[1][k]) for k in ups)
+    probe = Probe(family, clip)
+    with torch.inference_mode():
+        stock = LoraModelLoader.execute(model, lora, 1.0).result[0]
+    pairs = zip(probe.velocities(stock, concept[0]), probe.velocities(robust[0], concept[0]), strict=True)
+    for a, b in pairs:
+        assert (a - b).norm() / b.norm() < 1e-5
+    assert not model.patches
+
+
+def test_robust_training_bad_settings_get_clear_errors(comfy):
+    from test_train_lora import prompts, train
+
+    model, clip = load(MODELS["wan"])
+    for bad in (dict(adversarial_steps=-1), dict(adversarial_max_change=float("nan"))):
+        with pytest.raises(ValueError, match="adversarial"):
+            train(model, clip, prompts("wan")[0][:2], steps=1, **bad)

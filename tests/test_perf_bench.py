@@ -16,7 +16,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("tiny", "tiny-wan14b", "tiny-hunyuan")
-ARMS = ("stock", "unlearn", "unlearn_preserve")
+ARMS = ("stock", "unlearn", "unlearn_preserve", "unlearn_robust")
 VARIANTS = ("original", "refusal", "lora")
 NUDENET_FRAMES = 2
 
@@ -98,6 +98,8 @@ def test_perf_benchmark_runs_end_to_end(tmp_path: Path) -> None:
         a = training["arms"][arm]
         assert positive(a["step_ratio"]) and positive(a["memory_ratio"]), arm
         assert set(a["goal"]) == {"step_ratio_max", "memory_ratio_max", "step_pass", "memory_pass"}
+    robust = training["arms"]["unlearn_robust"]
+    assert positive(robust["step_ratio_vs_plain"]) and robust["attack_steps"] == 2
 
     nudenet = data["nudenet"]
     assert nudenet["frames"] == NUDENET_FRAMES and nudenet["size"] == "480x832"

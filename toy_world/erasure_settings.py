@@ -59,6 +59,10 @@ LORA = {
     "training_dtype": "fp32",
 }
 LORA_SAMPLED_CLIPS = 4  # per target
+# The robust LoRA (issue 17): LORA with UnlearnTrainLoRA's adversarial option (AdvUnlearn-style): two
+# PGD steps on the concept prompt's conditioning before each training step, each row within 1x
+# the prompt's rms. Not tuned: the node's defaults with two attack steps.
+ROBUST_LORA = {"adversarial_steps": 2, "adversarial_step_size": 0.1, "adversarial_max_change": 1.0}
 
 
 def refusal_pairs(concept: Concept) -> tuple[tuple[str, str], ...]:
