@@ -36,6 +36,7 @@ relative to the unedited model on the same prompts. Writes benchmarks/results/ef
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -100,10 +101,15 @@ def _given(targets: tuple[world.Concept, ...]) -> set[str]:
     return {p for t in targets for pair in S.refusal_pairs(t) for p in pair} | set(S.neutral_prompts(targets))
 
 
+@functools.cache
+def _given_to_any_job() -> frozenset[str]:
+    """Every prompt any single-target job's method is given (the same for every run: computed once)."""
+    return frozenset(p for c in world.CONCEPTS for p in _given((c,)))
+
+
 def _unseen(concept: world.Concept, clips: int, pool: int) -> tuple[str, ...]:
     """Phrasings of ``concept`` no method of any job is given and the toy model never trained on."""
-    given = {p for c in world.CONCEPTS for p in _given((c,))}
-    return _prompts(text.unseen_phrasings(concept, clips, pool, exclude=given), clips)
+    return _prompts(text.unseen_phrasings(concept, clips, pool, exclude=set(_given_to_any_job())), clips)
 
 
 def _target_sets(t: world.Concept, clips: int, pool: int) -> list[PromptSet]:

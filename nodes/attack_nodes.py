@@ -84,7 +84,7 @@ def attack_prompt(
     """Optimise the attack for ``settings.steps`` steps; the attacked CONDITIONING and the loss curve.
     ``model`` (and ``positive``) stay as they were."""
     settings.validate()
-    arch = train_compat.supported_architecture(model, NODE_NAME)
+    arch = train_compat.supported_architecture(model, NODE_NAME, purpose="attack")
     train_compat.check_trainable(model, NODE_NAME)
     channels, patch = train_compat.latent_geometry(model)
     cond, extras = single_entry(positive)

@@ -60,12 +60,15 @@ _VAE_FRAMES = 4  # frames per latent frame (after the first) of the Wan and Huny
 # --- architecture ---------------------------------------------------------------------------------
 
 
-def supported_architecture(model, node: str, for_training: bool = True) -> comfy_compat.Architecture:
+def supported_architecture(
+    model, node: str, for_training: bool = True, purpose: str = "train"
+) -> comfy_compat.Architecture:
     """The MODEL's architecture (``comfy_compat.detect_architecture``), or a ValueError that names
-    ``node``, what the MODEL is and what is supported. With ``for_training`` (the trainer), a
-    variant the refusal-vector nodes take but the trainer cannot train
-    (``comfy_compat.training_problem``: VACE, Animate 2, WanDancer, the HunyuanVideo I2V models, and
-    S2V in ComfyUI 0.3.75) is refused too, saying why, before any work."""
+    ``node``, what the MODEL is and what is supported. With ``for_training`` (the trainer, and the
+    prompt attack, which differentiates the model the same way: ``purpose`` "attack"), a variant the
+    refusal-vector nodes take but the trainer cannot train (``comfy_compat.training_problem``:
+    VACE, Animate 2, WanDancer, the HunyuanVideo I2V models, and S2V in ComfyUI 0.3.75) is refused
+    too, saying why, before any work."""
     try:
         arch = comfy_compat.detect_architecture(model)
     except ValueError:
@@ -81,11 +84,14 @@ def supported_architecture(model, node: str, for_training: bool = True) -> comfy
     problem = comfy_compat.training_problem(model, arch) if for_training else None
     if problem:
         label = comfy_compat.VARIANTS[arch.config].label
-        raise ValueError(
-            f"{node} cannot train {label} models ({arch.config}): {problem}. Erase "
-            "the concept from this MODEL with Unlearn: Refusal Estimate and Unlearn: Refusal Apply, which "
-            "need no training."
+        hint = (
+            "Erase the concept from this MODEL with Unlearn: Refusal Estimate and Unlearn: Refusal Apply, "
+            "which need no training."
+            if purpose == "train"
+            else "The attack runs the model's backward pass as the trainer does, which this model's code "
+            "does not allow here."
         )
+        raise ValueError(f"{node} cannot {purpose} {label} models ({arch.config}): {problem}. {hint}")
     return arch
 
 

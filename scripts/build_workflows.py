@@ -92,16 +92,16 @@ def out(node_id: str, slot: int = 0) -> list:
     return [node_id, slot]
 
 
-def ksampler(sampler: dict):
-    """The sampling of workflows 1 and 6 for ``original_vs_erased``: one KSampler with ``sampler``'s
-    settings per model."""
+def ksampler(sampler: dict, column: int = 4):
+    """The sampling of workflows 1 and 6 for ``original_vs_erased`` (and of workflow 8): one KSampler
+    with ``sampler``'s settings per model, in ``column``."""
 
     def sample(d: Definition, band: int, title: str, model, positive: list, negative: list, latent) -> str:
         return d.add(
             "KSampler",
             f"KSampler ({title})",
             band=band,
-            column=4,
+            column=column,
             model=out(model),
             positive=positive,
             negative=negative,
@@ -433,6 +433,97 @@ def wan22_a14b_refusal_both_experts() -> Definition:
     return d
 
 
+def wan21_t2v_attack_refusal_nudity() -> Definition:
+    """Workflow 8: test an erasure the way an attacker would. Wan 2.1 T2V 1.3B with the nudity
+    refusal vector of workflow 1; the original model makes the attacker's clips of the target prompt;
+    UnlearnAttackPrompt optimises the prompt's conditioning until the erased model denoises those
+    clips well again (its loss plotted); the erased model samples the plain and the attacked prompt
+    with the same seed, both checked with NudeNet, side by side. The attacked clip flagged: the
+    erasure does not hold against this attack."""
+    d = Definition()
+    sampler = dict(seed=42, steps=30, cfg=6.0, sampler_name="uni_pc", scheduler="simple", denoise=1.0)
+    unet = d.add("UNETLoader", unet_name=WAN21_T2V, weight_dtype="default")
+    clip = d.add("CLIPLoader", clip_name=UMT5, type="wan")
+    vae = d.add("VAELoader", vae_name=WAN_VAE, column=6, band=2)
+    model = d.add("ModelSamplingSD3", model=out(unet), shift=8.0)
+    vector = d.add(
+        "UnlearnRefusalEstimate", band=1, column=2, model=out(model), clip=out(clip), preset="nudity"
+    )
+    erased = d.add("UnlearnRefusalApply", band=1, column=3, model=out(model), refusal_vector=out(vector))
+    positive = d.add(
+        "CLIPTextEncode",
+        "Target prompt (the concept to get back)",
+        text=NUDITY_PROMPT,
+        clip=out(clip),
+        column=2,
+    )
+    negative = d.add("CLIPTextEncode", text=WAN_NEGATIVE, clip=out(clip), column=2)
+    # The attacker's clips as workflow 2 makes its concept clips: another seed than the test samples'.
+    clips_latent = d.add("EmptyHunyuanLatentVideo", width=480, height=272, length=17, batch_size=4, column=3)
+    clips = ksampler(dict(sampler, seed=0))(
+        d, 0, "original: the attacker's clips", model, out(positive), out(negative), clips_latent
+    )
+    attack = d.add(
+        "UnlearnAttackPrompt",
+        "Attack the erased model (finds a prompt that brings the concept back)",
+        band=1,
+        column=5,
+        model=out(erased),
+        positive=out(positive),
+        latents=out(clips),
+        steps=100,
+    )
+    loss = d.add(
+        "LossGraphNode",
+        "Attack loss (falling: the erased model denoises the concept again)",
+        band=1,
+        column=6,
+        loss=out(attack, 1),
+        filename_prefix="video_unlearning/wan21_t2v_attack_loss",
+    )
+    latent = d.add(
+        "EmptyHunyuanLatentVideo", width=832, height=480, length=33, batch_size=1, column=5, band=2
+    )
+    sample = ksampler(sampler, column=6)
+    checks, rows = [], []
+    for band, (title, conditioning, verdict) in enumerate(
+        (
+            ("plain prompt", out(positive), "the erasure as a user meets it"),
+            ("attacked prompt", out(attack, 0), "flagged: the erasure does not hold"),
+        ),
+        start=2,
+    ):
+        ks = sample(d, band, f"erased, {title}", erased, conditioning, out(negative), latent)
+        frames = d.add(
+            "VAEDecode", f"VAE Decode (erased, {title})", band=band, column=7, samples=out(ks), vae=out(vae)
+        )
+        checks.append(
+            d.add("NudeNetCheck", f"NudeNet ({title}; {verdict})", band=band, column=8, images=out(frames))
+        )
+        rows.append([ks, frames, checks[-1]])
+    stitch = d.add(
+        "ImageStitch",
+        "erased: plain prompt | attacked prompt",
+        band=2,
+        image1=out(checks[0]),
+        image2=out(checks[1]),
+        direction="right",
+        spacing_width=8,
+    )
+    d.add(
+        "SaveAnimatedWEBP",
+        band=2,
+        images=out(stitch),
+        fps=16.0,
+        filename_prefix="video_unlearning/erased_vs_attacked",
+    )
+    d.group("Original model: the attacker's clips of the target prompt", [clips], GREEN)
+    d.group("Refusal vector: nudity erased; the attack on it", [vector, erased, attack, loss], BLUE)
+    d.group("Erased model, plain prompt", rows[0], BLUE)
+    d.group("Erased model, attacked prompt: flagged here = the erasure does not hold", rows[1], PURPLE)
+    return d
+
+
 def toy_world_settings():
     """(``toy_world/erasure_settings``, the toy model's file name), from the pack as ComfyUI
     names it when the tests have registered it, else from this checkout."""
@@ -582,6 +673,7 @@ WORKFLOWS = {
     "toy_world_erasure": toy_world_erasure,
     "hunyuan_video15_refusal_nudity": hunyuan_video15_refusal_nudity,
     "ltxv_refusal_nudity": ltxv_refusal_nudity,
+    "wan21_t2v_attack_refusal_nudity": wan21_t2v_attack_refusal_nudity,
 }
 DEMO_WORKFLOW = "toy_world_erasure"
 

@@ -411,6 +411,17 @@ def test_training_refuses_the_variants_it_cannot_train_before_any_work(comfy, na
     ):
         train(model, clip)
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.model.diffusion_model.modules())
+    # The prompt attack differentiates the model as the trainer does: refused the same way, as an attack.
+    from video_unlearning.nodes.attack_nodes import UnlearnAttackPrompt
+
+    with torch.inference_mode():
+        positive = clip.encode_from_tokens_scheduled(clip.tokenize("nudity"))
+    with pytest.raises(ValueError, match=f"Unlearn: Attack Prompt cannot attack .*{reason}.*backward pass"):
+        UnlearnAttackPrompt.execute(
+            model=model, positive=positive, latents={"samples": torch.zeros(1, 16, 1, 8, 8)}, steps=1,
+            learning_rate=0.05, mode="prompt_embedding", soft_tokens=1, max_change=0.0, seed=0,
+            gradient_checkpointing=False,
+        )  # fmt: skip
 
 
 # --- HunyuanVideo 1.5 --------------------------------------------------------------------------

@@ -133,3 +133,26 @@ def test_ltxv_refusal_workflow_runs(comfy_server, object_info, stand_ins):
     assert len(checks) == 2 and all("nudity_rate" in v for v in checks)
     [save] = nodes_of(graph, "SaveAnimatedWEBP")
     assert len(outputs[save]["images"]) == 1
+
+
+def test_wan21_attack_workflow_runs(comfy_server, object_info, stand_ins):
+    """The attack on the refusal-erased Wan 2.1: the attacker's clips from the original model, the
+    prompt attack on the erased model (its steps cut to the harness's training steps), the plain and
+    the attacked prompt sampled by the erased model, both checked with NudeNet, the loss plotted."""
+    graph, notes = workflow_runs.runnable("wan21_t2v_attack_refusal_nudity", object_info)
+    [attack] = nodes_of(graph, "UnlearnAttackPrompt")
+    assert graph[attack]["inputs"]["steps"] == 100
+    steps = workflow_runs.SMALL["train_steps"]
+    graph[attack]["inputs"]["steps"] = steps
+    try:
+        outputs = comfy_server.run_prompt(graph, timeout_s=300)["outputs"]
+    except Exception as error:
+        raise AssertionError(f"the attack workflow failed with stand-ins: {notes}") from error
+    summary = outputs[attack]["text"][0]
+    assert f": {steps} Adam steps of " in summary, summary  # one loss point per step
+    [plot] = nodes_of(graph, "LossGraphNode")
+    assert graph[plot]["inputs"]["loss"] == [attack, 1] and len(outputs[plot]["images"]) == 1
+    checks = verdicts(graph, outputs, "NudeNetCheck")
+    assert len(checks) == 2 and all("nudity_rate" in v for v in checks)
+    [save] = nodes_of(graph, "SaveAnimatedWEBP")
+    assert len(outputs[save]["images"]) == 1  # the plain and the attacked prompt side by side
