@@ -444,30 +444,32 @@ def wan21_t2v_attack_refusal_nudity() -> Definition:
     sampler = dict(seed=42, steps=30, cfg=6.0, sampler_name="uni_pc", scheduler="simple", denoise=1.0)
     unet = d.add("UNETLoader", unet_name=WAN21_T2V, weight_dtype="default")
     clip = d.add("CLIPLoader", clip_name=UMT5, type="wan")
-    vae = d.add("VAELoader", vae_name=WAN_VAE, column=6, band=2)
     model = d.add("ModelSamplingSD3", model=out(unet), shift=8.0)
+    positive = d.add(
+        "CLIPTextEncode", "Target prompt (concept to get back)", text=NUDITY_PROMPT, clip=out(clip), column=2
+    )
+    negative = d.add("CLIPTextEncode", text=WAN_NEGATIVE, clip=out(clip), column=2)
+    # The attacker's clips as workflow 2 makes its concept clips, with another seed than the test's.
+    clips_latent = d.add("EmptyHunyuanLatentVideo", width=480, height=272, length=17, batch_size=4, column=2)
+    clips = d.add(
+        "KSampler",
+        "Attacker's clips (original model)",
+        column=3,
+        model=out(model),
+        positive=out(positive),
+        negative=out(negative),
+        latent_image=out(clips_latent),
+        **dict(sampler, seed=0),
+    )
     vector = d.add(
         "UnlearnRefusalEstimate", band=1, column=2, model=out(model), clip=out(clip), preset="nudity"
     )
     erased = d.add("UnlearnRefusalApply", band=1, column=3, model=out(model), refusal_vector=out(vector))
-    positive = d.add(
-        "CLIPTextEncode",
-        "Target prompt (the concept to get back)",
-        text=NUDITY_PROMPT,
-        clip=out(clip),
-        column=2,
-    )
-    negative = d.add("CLIPTextEncode", text=WAN_NEGATIVE, clip=out(clip), column=2)
-    # The attacker's clips as workflow 2 makes its concept clips: another seed than the test samples'.
-    clips_latent = d.add("EmptyHunyuanLatentVideo", width=480, height=272, length=17, batch_size=4, column=3)
-    clips = ksampler(dict(sampler, seed=0))(
-        d, 0, "original: the attacker's clips", model, out(positive), out(negative), clips_latent
-    )
     attack = d.add(
         "UnlearnAttackPrompt",
-        "Attack the erased model (finds a prompt that brings the concept back)",
+        "Attack the erased model",
         band=1,
-        column=5,
+        column=4,
         model=out(erased),
         positive=out(positive),
         latents=out(clips),
@@ -475,36 +477,28 @@ def wan21_t2v_attack_refusal_nudity() -> Definition:
     )
     loss = d.add(
         "LossGraphNode",
-        "Attack loss (falling: the erased model denoises the concept again)",
+        "Attack loss (lower: concept returns)",
         band=1,
-        column=6,
+        column=4,
         loss=out(attack, 1),
         filename_prefix="video_unlearning/wan21_t2v_attack_loss",
     )
-    latent = d.add(
-        "EmptyHunyuanLatentVideo", width=832, height=480, length=33, batch_size=1, column=5, band=2
-    )
-    sample = ksampler(sampler, column=6)
+    latent = d.add("EmptyHunyuanLatentVideo", width=832, height=480, length=33, batch_size=1, column=4)
+    vae = d.add("VAELoader", vae_name=WAN_VAE, column=4)
+    sample = ksampler(sampler, column=5)
     checks, rows = [], []
-    for band, (title, conditioning, verdict) in enumerate(
-        (
-            ("plain prompt", out(positive), "the erasure as a user meets it"),
-            ("attacked prompt", out(attack, 0), "flagged: the erasure does not hold"),
-        ),
-        start=2,
+    for band, (title, conditioning) in enumerate(
+        (("plain prompt", out(positive)), ("attacked prompt", out(attack, 0)))
     ):
         ks = sample(d, band, f"erased, {title}", erased, conditioning, out(negative), latent)
         frames = d.add(
-            "VAEDecode", f"VAE Decode (erased, {title})", band=band, column=7, samples=out(ks), vae=out(vae)
+            "VAEDecode", f"VAE Decode (erased, {title})", band=band, column=6, samples=out(ks), vae=out(vae)
         )
-        checks.append(
-            d.add("NudeNetCheck", f"NudeNet ({title}; {verdict})", band=band, column=8, images=out(frames))
-        )
+        checks.append(d.add("NudeNetCheck", f"NudeNet ({title})", band=band, column=7, images=out(frames)))
         rows.append([ks, frames, checks[-1]])
     stitch = d.add(
         "ImageStitch",
-        "erased: plain prompt | attacked prompt",
-        band=2,
+        "plain | attacked (erased model)",
         image1=out(checks[0]),
         image2=out(checks[1]),
         direction="right",
@@ -512,15 +506,14 @@ def wan21_t2v_attack_refusal_nudity() -> Definition:
     )
     d.add(
         "SaveAnimatedWEBP",
-        band=2,
         images=out(stitch),
         fps=16.0,
-        filename_prefix="video_unlearning/erased_vs_attacked",
+        filename_prefix="video_unlearning/erased_plain_vs_attacked",
     )
-    d.group("Original model: the attacker's clips of the target prompt", [clips], GREEN)
-    d.group("Refusal vector: nudity erased; the attack on it", [vector, erased, attack, loss], BLUE)
-    d.group("Erased model, plain prompt", rows[0], BLUE)
-    d.group("Erased model, attacked prompt: flagged here = the erasure does not hold", rows[1], PURPLE)
+    d.group("Original model: the attacker's clips", [clips], GREEN)
+    d.group("Refusal vector: nudity erased, then attacked", [vector, erased, attack, loss], BLUE)
+    d.group("Erased model, plain prompt: what a user gets", rows[0], BLUE)
+    d.group("Erased model, attacked prompt: flagged = the erasure does not hold", rows[1], PURPLE)
     return d
 
 
