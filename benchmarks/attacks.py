@@ -405,12 +405,7 @@ def run(
 
 
 def update_readme(table: str) -> None:
-    readme = efficacy.README.read_text()
-    if README_START not in readme or README_END not in readme:
-        raise SystemExit(f"README.md lacks the markers {README_START} / {README_END}")
-    head, rest = readme.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    efficacy.write_atomic(efficacy.README, f"{head}{README_START}\n{table}{README_END}{tail}")
+    efficacy.update_readme(table, README_START, README_END)
 
 
 def main(argv: list[str] | None = None) -> int:

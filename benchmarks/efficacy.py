@@ -422,13 +422,14 @@ def write_atomic(path: Path, content: str) -> None:
     tmp.replace(path)
 
 
-def update_readme(table: str) -> None:
+def update_readme(table: str, start: str = README_START, end: str = README_END) -> None:
+    """Put ``table`` into README.md between the markers ``start`` and ``end``."""
     readme = README.read_text()
-    if README_START not in readme or README_END not in readme:
-        raise SystemExit(f"README.md lacks the markers {README_START} / {README_END}")
-    head, rest = readme.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    write_atomic(README, f"{head}{README_START}\n{table}{README_END}{tail}")
+    if start not in readme or end not in readme:
+        raise SystemExit(f"README.md lacks the markers {start} / {end}")
+    head, rest = readme.split(start, 1)
+    _, tail = rest.split(end, 1)
+    write_atomic(README, f"{head}{start}\n{table}{end}{tail}")
 
 
 def machine() -> str:
