@@ -84,22 +84,6 @@ def robust_settings() -> dict:
     return dict(S.LORA, **S.ROBUST_LORA)
 
 
-def _sample(
-    graph: Graph, model: str, positive: str, negative: str, sampling: dict, seed: int, batch: int
-) -> str:
-    latent = graph.node("EmptyHunyuanLatentVideo", **S.LATENT, batch_size=batch)
-    return graph.node(
-        "KSampler",
-        model=Graph.out(model),
-        positive=Graph.out(positive),
-        negative=Graph.out(negative),
-        latent_image=Graph.out(latent),
-        seed=seed,
-        denoise=1.0,
-        **sampling,
-    )
-
-
 def job_graph(method: str, target: world.Concept, settings: dict, options: dict):
     """(graph, {detect node id: Reading}) for one method and target."""
     graph = Graph()
@@ -124,8 +108,8 @@ def job_graph(method: str, target: world.Concept, settings: dict, options: dict)
     for i, prompt in enumerate(attacked_prompts(target, options["prompts_per_target"], options["pool"])):
         seed = SEED_BASE + i
         positive = graph.node("CLIPTextEncode", clip=Graph.out(clip), text=prompt)
-        attacker = _sample(graph, model, positive, empty, sampling, seed + 1000, ATTACKER_CLIPS)
-        detect(_sample(graph, erased, positive, negative, sampling, seed, clips), "before")
+        attacker = efficacy.sample_clips(graph, model, positive, empty, sampling, seed + 1000, ATTACKER_CLIPS)
+        detect(efficacy.sample_clips(graph, erased, positive, negative, sampling, seed, clips), "before")
         for budget, max_change in options["budgets"].items():
             attacked = graph.node(
                 "UnlearnAttackPrompt",
@@ -136,10 +120,15 @@ def job_graph(method: str, target: world.Concept, settings: dict, options: dict)
                 gradient_checkpointing=False,
                 **dict(ATTACK, steps=options["attack_steps"]),
             )
-            detect(_sample(graph, erased, attacked, negative, sampling, seed, clips), f"attack:{budget}")
+            detect(
+                efficacy.sample_clips(graph, erased, attacked, negative, sampling, seed, clips),
+                f"attack:{budget}",
+            )
         for name, change in options["variants"].items():
             detect(
-                _sample(graph, erased, positive, negative, dict(sampling, **change), seed, clips),
+                efficacy.sample_clips(
+                    graph, erased, positive, negative, dict(sampling, **change), seed, clips
+                ),
                 f"sampler:{name}",
             )
         # For "none" the erased model is the original one: its steps-to-return is the reference.
@@ -174,12 +163,17 @@ def job_graph(method: str, target: world.Concept, settings: dict, options: dict)
                     model=Graph.out(erased),
                     lora=Graph.out(trained, lora),
                 )
-            detect(_sample(graph, trained, positive, negative, sampling, seed, clips), f"reinject:{steps}")
+            detect(
+                efficacy.sample_clips(graph, trained, positive, negative, sampling, seed, clips),
+                f"reinject:{steps}",
+            )
     if method in KEPT_METHODS:  # held-out preservation, as the efficacy benchmark measures it
         for kept in S.kept_concepts((target,)):
             for j, prompt in enumerate(efficacy._unseen(kept, options["kept_clips"], options["pool"])):
                 positive = graph.node("CLIPTextEncode", clip=Graph.out(clip), text=prompt)
-                samples = _sample(graph, erased, positive, negative, sampling, efficacy.SEED_BASE + j, 2)
+                samples = efficacy.sample_clips(
+                    graph, erased, positive, negative, sampling, efficacy.SEED_BASE + j, 2
+                )
                 detect(samples, "kept", kept)
     return graph, readings
 

@@ -204,6 +204,24 @@ def erased_model(graph: Graph, job: Job, model: str, clip: str, settings: dict, 
     raise ValueError(f"unknown method {job.method!r}; expected one of {METHODS}")
 
 
+def sample_clips(
+    graph: Graph, model: str, positive: str, negative: str, sampling: dict, seed: int, batch: int
+) -> str:
+    """EmptyHunyuanLatentVideo (the toy world's clip size) + KSampler with ``sampling``: the node of
+    ``batch`` clips."""
+    latent = graph.node("EmptyHunyuanLatentVideo", **S.LATENT, batch_size=batch)
+    return graph.node(
+        "KSampler",
+        model=Graph.out(model),
+        positive=Graph.out(positive),
+        negative=Graph.out(negative),
+        latent_image=Graph.out(latent),
+        seed=seed,
+        denoise=1.0,
+        **sampling,
+    )
+
+
 def job_graph(job: Job, sets: list[PromptSet], settings: dict):
     """(graph, {detect node id: set key}) for one job."""
     graph = Graph()
@@ -217,16 +235,8 @@ def job_graph(job: Job, sets: list[PromptSet], settings: dict):
     for prompt_set in sets:
         for i, prompt in enumerate(prompt_set.prompts):
             positive = graph.node("CLIPTextEncode", clip=Graph.out(clip), text=prompt)
-            latent = graph.node("EmptyHunyuanLatentVideo", **S.LATENT, batch_size=CLIPS_PER_PROMPT)
-            samples = graph.node(
-                "KSampler",
-                model=Graph.out(sampling_model),
-                positive=Graph.out(positive),
-                negative=Graph.out(negative),
-                latent_image=Graph.out(latent),
-                seed=SEED_BASE + i,
-                denoise=1.0,
-                **sampling,
+            samples = sample_clips(
+                graph, sampling_model, positive, negative, sampling, SEED_BASE + i, CLIPS_PER_PROMPT
             )
             node = graph.node(
                 "UnlearnToyWorldDetect", samples=Graph.out(samples), concept=prompt_set.concept.name

@@ -29,7 +29,7 @@ from ..erasure.attacks import (
 from ..erasure.objectives import flow_matching_loss
 from ..erasure.training import ConceptMaskCapture, MarkedRow, flow_noise
 from . import train_compat
-from .train_nodes import MAX_SIGMA_PERCENT, check_latents
+from .train_nodes import check_latents, draw_training_point
 
 LOG = logging.getLogger("video_unlearning")
 CATEGORY = "video_unlearning/attack"
@@ -65,12 +65,8 @@ def single_entry(conditioning) -> tuple:
 
 
 def _draw(x0_all: torch.Tensor, sampling, generator: torch.Generator, device):
-    """One (x0, noise, sigma) on the concept clips, sigma from the model's own schedule."""
-    x0 = x0_all[int(torch.randint(x0_all.shape[0], (1,), generator=generator))][None]
-    noise = torch.randn(x0.shape, generator=generator)
-    percent = float(torch.rand((), generator=generator)) * MAX_SIGMA_PERCENT
-    sigma = torch.tensor([float(sampling.percent_to_sigma(percent))])
-    return x0.to(device), noise.to(device), sigma.to(device)
+    """One (x0, noise, sigma) on the concept clips, drawn as the trainer draws them, on ``device``."""
+    return tuple(t.to(device) for t in draw_training_point(x0_all, sampling, generator))
 
 
 def attack_prompt(

@@ -170,6 +170,16 @@ def _sample_latents(model, clip_prompts, uncond, family: str, request: LatentReq
     )
 
 
+def draw_training_point(x0_all: torch.Tensor, sampling, generator: torch.Generator):
+    """(x0, noise, sigma): one of the clips ``x0_all`` (on its device), Gaussian noise and a noise
+    level (both on the CPU) from the model's own schedule (``sampling.percent_to_sigma`` of a uniform percent
+    below MAX_SIGMA_PERCENT), drawn in that order from ``generator``."""
+    x0 = x0_all[int(torch.randint(x0_all.shape[0], (1,), generator=generator))][None]
+    noise = torch.randn(x0.shape, generator=generator)
+    percent = float(torch.rand((), generator=generator)) * MAX_SIGMA_PERCENT
+    return x0, noise, torch.tensor([float(sampling.percent_to_sigma(percent))])
+
+
 @dataclass
 class TrainResult:
     model: object
@@ -306,12 +316,9 @@ def _train(model, settings: TrainSettings, family, prompt_sets, x0_all, patch, n
         train_compat.throw_if_cancelled()
         c = ("c", int(torch.randint(len(concepts), (1,), generator=generator)))
         p = ("p", int(torch.randint(len(preserves), (1,), generator=generator))) if preserves else None
-        x0 = x0_all[int(torch.randint(x0_all.shape[0], (1,), generator=generator))][None]
-        noise = torch.randn(x0.shape, generator=generator)
-        percent = float(torch.rand((), generator=generator)) * MAX_SIGMA_PERCENT
-        sigma = torch.tensor([float(sampling.percent_to_sigma(percent))], device=device)
-        velocity.x_t = flow_noise(x0, noise, sigma.cpu()).to(device)
-        velocity.sigma = sigma
+        x0, noise, sigma = draw_training_point(x0_all, sampling, generator)
+        velocity.x_t = flow_noise(x0, noise, sigma).to(device)
+        velocity.sigma = sigma.to(device)
         capture.concept_index = prompts[c].concept_rows
         capture.text_len = prompts[c].text_len
         attacked = adversary.attack(c, x0.to(device), noise.to(device)) if adversary else None

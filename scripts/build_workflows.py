@@ -92,6 +92,19 @@ def out(node_id: str, slot: int = 0) -> list:
     return [node_id, slot]
 
 
+def stitch_right(d: Definition, title: str, left: str, right: str, **place) -> str:
+    """ImageStitch of ``right``'s frames to the right of ``left``'s, 8 px apart (``place``: column, band)."""
+    return d.add(
+        "ImageStitch", title, **place, image1=out(left), image2=out(right), direction="right", spacing_width=8
+    )
+
+
+def side_by_side_webp(d: Definition, title: str, left: str, right: str, fps: float, prefix: str) -> str:
+    """Two checked videos stitched side by side and saved as one animated WEBP."""
+    stitch = stitch_right(d, title, left, right)
+    return d.add("SaveAnimatedWEBP", images=out(stitch), fps=fps, filename_prefix=prefix)
+
+
 def ksampler(sampler: dict, column: int = 4):
     """The sampling of workflows 1 and 6 for ``original_vs_erased`` (and of workflow 8): one KSampler
     with ``sampler``'s settings per model, in ``column``."""
@@ -149,20 +162,7 @@ def original_vs_erased(
         )
         checks.append(d.add("NudeNetCheck", f"NudeNet ({title})", band=band, column=6, images=out(frames)))
         rows[band] += [ks, frames, checks[-1]]
-    stitch = d.add(
-        "ImageStitch",
-        "original | erased",
-        image1=out(checks[0]),
-        image2=out(checks[1]),
-        direction="right",
-        spacing_width=8,
-    )
-    d.add(
-        "SaveAnimatedWEBP",
-        images=out(stitch),
-        fps=fps,
-        filename_prefix=prefix,
-    )
+    side_by_side_webp(d, "original | erased", checks[0], checks[1], fps, prefix)
     d.group("Original model", rows[0], GREEN)
     d.group("Refusal vector: nudity erased", rows[1], BLUE)
     return d
@@ -496,19 +496,13 @@ def wan21_t2v_attack_refusal_nudity() -> Definition:
         )
         checks.append(d.add("NudeNetCheck", f"NudeNet ({title})", band=band, column=7, images=out(frames)))
         rows.append([ks, frames, checks[-1]])
-    stitch = d.add(
-        "ImageStitch",
+    side_by_side_webp(
+        d,
         "plain | attacked (erased model)",
-        image1=out(checks[0]),
-        image2=out(checks[1]),
-        direction="right",
-        spacing_width=8,
-    )
-    d.add(
-        "SaveAnimatedWEBP",
-        images=out(stitch),
-        fps=16.0,
-        filename_prefix="video_unlearning/erased_plain_vs_attacked",
+        checks[0],
+        checks[1],
+        16.0,
+        "video_unlearning/erased_plain_vs_attacked",
     )
     d.group("Original model: the attacker's clips", [clips], GREEN)
     d.group("Refusal vector: nudity erased, then attacked", [vector, erased, attack, loss], BLUE)
@@ -624,26 +618,8 @@ def toy_world_erasure() -> Definition:
         )
         checks.append(check)
         members[band] += [ks, frames, detect, check]
-    stitch = d.add(
-        "ImageStitch",
-        "original | refusal vector",
-        column=6,
-        band=1,
-        image1=out(checks[1]),
-        image2=out(checks[0]),
-        direction="right",
-        spacing_width=8,
-    )
-    stitch = d.add(
-        "ImageStitch",
-        "... | unlearning LoRA",
-        column=6,
-        band=1,
-        image1=out(stitch),
-        image2=out(checks[2]),
-        direction="right",
-        spacing_width=8,
-    )
+    stitch = stitch_right(d, "original | refusal vector", checks[1], checks[0], column=6, band=1)
+    stitch = stitch_right(d, "... | unlearning LoRA", stitch, checks[2], column=6, band=1)
     d.add(
         "SaveImage",
         "Side by side",
