@@ -39,7 +39,8 @@ class Variant:
     """A ComfyUI model config class the nodes accept: our name for it and what it is."""
 
     name: str  # architecture name: in refusal vectors and in LoRA metadata (base_architecture)
-    family: str  # "wan", "hunyuan_video", "hunyuan_video15" or "ltxv": which text path is edited
+    # which text path is edited: "wan", "hunyuan_video", "hunyuan_video15", "ltxv" or "kandinsky5"
+    family: str
     label: str  # for people, in messages
     # Why Unlearn: Train LoRA cannot train it ("": it can). The refusal-vector nodes need no
     # sampling on Wan and a plain text-prompted one on HunyuanVideo, so they take every variant.
@@ -111,31 +112,56 @@ VARIANTS: dict[str, Variant] = {
     # into every block's cross attention ``attn2``; the context depends on neither timestep nor
     # video (as in Wan). LTX-2 (LTXAV, audio + video) is another family.
     "LTXV": Variant("ltxv", "ltxv", "LTX-Video"),
+    # Kandinsky 5 video (Lite and Pro, T2V and I2V: one config class; ComfyUI 0.33 and later):
+    # Qwen2.5-VL rows through ``text_embeddings`` and the text transformer blocks, whose
+    # modulation reads the timestep and the pooled CLIP-L vector, into every visual block's
+    # ``cross_attention`` keys and values; the pooled vector also enters the timestep embedding
+    # (``pooled_text_embeddings``). Kandinsky5Image (the 2560-wide text-to-image model) is left out:
+    # an image model, and too wide to be built tiny and tested here.
+    "Kandinsky5": Variant("kandinsky5", "kandinsky5", "Kandinsky 5"),
 }
 ARCHITECTURES = {config: variant.name for config, variant in VARIANTS.items()}
 SUPPORTED_TEXT = (
     "Wan 2.1 T2V/I2V (1.3B, 14B), Wan 2.2 5B, Wan 2.2 A14B experts, the Wan variants with Wan's text "
     "path (VACE, Fun Control, Fun Camera 2.1/2.2, HuMo, S2V, Animate, Animate 2, Causal AR T2V, SCAIL, "
     "SCAIL-2, WanDancer, where your ComfyUI has them), HunyuanVideo, HunyuanVideo I2V, SkyReels I2V, "
-    "HunyuanVideo 1.5 (T2V/I2V), LTX-Video 0.9"
+    "HunyuanVideo 1.5 (T2V/I2V), LTX-Video 0.9, Kandinsky 5 video (T2V/I2V)"
 )
 
 WAN_TARGETS = ("cross_attn.k", "cross_attn.v")
 HUNYUAN_TARGETS = ("txt_attn.qkv", "txt_mlp.0")
 HUNYUAN_POOLED = "vector_in.in_layer"  # takes the pooled CLIP-L vector into the modulation
-HUNYUAN_FAMILIES = ("hunyuan_video", "hunyuan_video15")  # double-stream text path, probe sampling
+HUNYUAN_FAMILIES = ("hunyuan_video", "hunyuan_video15")  # double-stream text path
 LTXV_TARGETS = ("attn2.to_k", "attn2.to_v")
+KANDINSKY_TARGETS = ("cross_attention.to_key", "cross_attention.to_value")
+KANDINSKY_POOLED = "pooled_text_embeddings.in_layer"  # the pooled CLIP-L vector into the time embedding
 # Families whose cross-attention context is a fixed projection of the text rows (no probe run):
 # the projection's (first linear, activation, second linear) module names.
 CONTEXT_PROJECTIONS = {
     "wan": ("text_embedding.0", "text_embedding.1", "text_embedding.2"),
     "ltxv": ("caption_projection.linear_1", "caption_projection.act_1", "caption_projection.linear_2"),
 }
+# Families whose text features depend on the timestep (and, for HunyuanVideo, the video): their
+# activations are read during a short probe sampling run.
+PROBED_FAMILIES = (*HUNYUAN_FAMILIES, "kandinsky5")
+# The first layer that reads the text rows, per family: its weight fingerprints the model.
+TEXT_INPUT = {
+    "wan": "text_embedding.0",
+    "ltxv": "caption_projection.linear_1",
+    "hunyuan_video": "txt_in.input_embedder",
+    "hunyuan_video15": "txt_in.input_embedder",
+    "kandinsky5": "text_embeddings.in_layer",
+}
 NO_BLOCK = -1  # block index of a layer outside the blocks: edited whatever blocks are chosen
 # Latent probed for HunyuanVideo's text stream: 5 frames of 128 x 128 pixels (128 video tokens);
 # HunyuanVideo 1.5's VAE is 16x spatially and its patch 1x1x1: 5 frames of 128 x 128 as well.
 HUNYUAN_PROBE_LATENT = (2, 16, 16)
-PROBE_LATENTS = {"hunyuan_video": HUNYUAN_PROBE_LATENT, "hunyuan_video15": (2, 8, 8)}
+# Kandinsky 5 uses HunyuanVideo's VAE and patch size 1x2x2: the same latent, 128 video tokens.
+PROBE_LATENTS = {
+    "hunyuan_video": HUNYUAN_PROBE_LATENT,
+    "hunyuan_video15": (2, 8, 8),
+    "kandinsky5": HUNYUAN_PROBE_LATENT,
+}
 _CAPTURE_KEY = "video_unlearning.refusal_capture"
 _FINGERPRINT_VALUES = 256
 
@@ -143,7 +169,7 @@ _FINGERPRINT_VALUES = 256
 @dataclass(frozen=True)
 class Architecture:
     name: str  # one of ARCHITECTURES' values
-    family: str  # "wan", "hunyuan_video", "hunyuan_video15" or "ltxv"
+    family: str  # a Variant's family
     width: int  # input width of the edited layers
     num_blocks: int  # blocks that can be chosen
     config: str = ""  # the ComfyUI model config class
@@ -159,6 +185,11 @@ class SiteSpec:
     name: str
     modules: tuple[tuple[int, str], ...]
     per_step: bool = False  # the activation changes from one sampling step to the next
+    read_at: str = ""  # the module whose input is the activation ("": the module named ``name``)
+
+    @property
+    def probed_module(self) -> str:
+        return self.read_at or self.name
 
 
 def _config_name(model) -> str:
@@ -207,8 +238,21 @@ def text_path_problem(dm, family: str) -> str | None:
     (it has none). LTX-Video: ``caption_projection`` (Linear, GELU, Linear) ending at the model
     width, every block's ``attn2.to_k`` / ``.to_v`` taking that width, and no timestep modulation
     of the text in the cross attention (``cross_attention_adaln``, which newer LTX models use).
+    Kandinsky 5: ``text_embeddings.in_layer`` and ``pooled_text_embeddings.in_layer`` (the text
+    rows' and the pooled vector's entries), every visual block's ``cross_attention.to_key`` /
+    ``.to_value`` taking the model width.
     """
-    if family == "ltxv":
+    if family == "kandinsky5":
+        width = getattr(dm, "model_dim", None)
+        blocks = getattr(dm, "visual_transformer_blocks", None)
+        if not isinstance(width, int) or not blocks:
+            return "no Kandinsky 5 visual transformer blocks"
+        for module in (TEXT_INPUT["kandinsky5"], KANDINSKY_POOLED):
+            if _in_width(dm, module) is None:
+                return f"no {module}"
+        prefixes = [f"visual_transformer_blocks.{i}" for i in range(len(blocks))]
+        expected = KANDINSKY_TARGETS
+    elif family == "ltxv":
         width = getattr(dm, "inner_dim", None)
         blocks = getattr(dm, "transformer_blocks", None)
         if not isinstance(width, int) or not blocks:
@@ -308,6 +352,9 @@ def detect_architecture(model) -> Architecture:
         return Architecture(variant.name, variant.family, dm.hidden_size, len(dm.double_blocks), config)
     if variant.family == "ltxv":
         return Architecture(variant.name, variant.family, dm.inner_dim, len(dm.transformer_blocks), config)
+    if variant.family == "kandinsky5":
+        blocks = len(dm.visual_transformer_blocks)
+        return Architecture(variant.name, variant.family, dm.model_dim, blocks, config)
     return Architecture(variant.name, variant.family, dm.dim, len(dm.blocks), config, _side_blocks(dm))
 
 
@@ -320,7 +367,22 @@ def site_specs(arch: Architecture) -> list[SiteSpec]:
     (it has no pooled vector); they see the byT5 glyph rows too, which join the text stream before
     the double blocks, but the directions are estimated on the Qwen2.5-VL rows of the prompt.
     LTX-Video: one site, the context (``caption_projection`` of the T5-XXL rows), feeding every
-    block's attn2.to_k and .to_v."""
+    block's attn2.to_k and .to_v. Kandinsky 5: the context after the text transformer blocks (it
+    changes with the timestep, through their modulation), one site read at block 0's
+    cross_attention.to_key and feeding every visual block's to_key and to_value (all read the same
+    context), plus the pooled CLIP-L vector's entry into the time embedding (pooled_text_embeddings),
+    which modulates every block."""
+    if arch.family == "kandinsky5":
+        modules = tuple(
+            (i, f"visual_transformer_blocks.{i}.{t}")
+            for i in range(arch.num_blocks)
+            for t in KANDINSKY_TARGETS
+        )
+        read_at = f"visual_transformer_blocks.0.{KANDINSKY_TARGETS[0]}"
+        return [
+            SiteSpec("context", modules, per_step=True, read_at=read_at),
+            SiteSpec(KANDINSKY_POOLED, ((NO_BLOCK, KANDINSKY_POOLED),)),
+        ]
     if arch.family == "ltxv":
         modules = tuple(
             (i, f"transformer_blocks.{i}.{t}") for i in range(arch.num_blocks) for t in LTXV_TARGETS
@@ -369,9 +431,7 @@ def current_weights(model, modules: Sequence[str]) -> dict[str, tuple[Tensor, Te
 def fingerprint(model, arch: Architecture) -> Tensor:
     """Evenly sampled values of the model's text-input weight: tells apart two models of one
     architecture (the two Wan 2.2 A14B experts) while surviving fp8/fp16/bf16 storage."""
-    module = (
-        CONTEXT_PROJECTIONS[arch.family][0] if arch.family in CONTEXT_PROJECTIONS else "txt_in.input_embedder"
-    )
+    module = TEXT_INPUT[arch.family]
     weight = current_weights(model, [module])[module][0].flatten()
     # Integer spacing: float32 linspace rounds past the end once numel > 2**24 (Wan 14B: 4096 x 5120).
     index = torch.arange(_FINGERPRINT_VALUES) * (weight.numel() - 1) // (_FINGERPRINT_VALUES - 1)
@@ -451,11 +511,11 @@ def sampled_inputs(
     the last ones of the text stream: HunyuanVideo 1.5 puts byT5 glyph rows (and I2V's SigLIP rows)
     before them.
     """
-    modules = [spec.name for spec in specs]
+    modules = [spec.probed_module for spec in specs]
     latent_format = model.get_model_object("latent_format")
     latent = torch.zeros((1, latent_format.latent_channels, *latent_size))
     noise = comfy.sample.prepare_noise(latent, seed)
-    out: dict[str, list[list[Tensor]]] = {name: [] for name in modules}
+    out: dict[str, list[list[Tensor]]] = {spec.name: [] for spec in specs}
     for conditioning, real in conditionings:
         comfy.model_management.throw_exception_if_processing_interrupted()
         store: dict[str, list[Tensor]] = {name: [] for name in modules}
@@ -477,7 +537,7 @@ def sampled_inputs(
             seed=seed,
         )
         for spec in specs:
-            seen = store[spec.name]
+            seen = store[spec.probed_module]
             if len(seen) != steps:
                 raise RuntimeError(f"expected {steps} calls of {spec.name} while sampling, saw {len(seen)}")
             if spec.per_step:

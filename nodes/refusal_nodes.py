@@ -87,7 +87,7 @@ def estimate_vector(
     # the pooled vector); the concept records the smallest, where a clamp shows first.
     fewest = min(results, key=lambda r: r.samples)
     record = Concept(concept, tuple(pairs), rank, fewest.rank_used, fewest.samples)
-    steps = probe_steps if arch.family in compat.HUNYUAN_FAMILIES else 0
+    steps = probe_steps if arch.family in compat.PROBED_FAMILIES else 0
     return RefusalVector(
         arch.name,
         arch.width,

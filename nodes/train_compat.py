@@ -45,16 +45,30 @@ from . import comfy_compat
 PROGRESS_EVENT = "video_unlearning.train_progress"
 TARGET_PRESETS = ("attention", "attention+ffn")
 _LTXV_ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
+_KANDINSKY_ATTENTION = ("to_query", "to_key", "to_value", "out_layer")
 # The tokenizer stream whose tokens become the rows of the text conditioning, per model family.
-TEXT_STREAM = {"wan": "umt5xxl", "hunyuan_video": "llama", "hunyuan_video15": "qwen25_7b", "ltxv": "t5xxl"}
+TEXT_STREAM = {
+    "wan": "umt5xxl",
+    "hunyuan_video": "llama",
+    "hunyuan_video15": "qwen25_7b",
+    "ltxv": "t5xxl",
+    "kandinsky5": "qwen25_7b",
+}
 # Caption style of the prompts the trainer writes itself (``erasure.prompt_augment``): HunyuanVideo
 # 1.5's encoder template asks for long descriptions (content, objects, actions, setting, camera),
-# and LTX-Video's prompt guide long, detailed ones too.
-PROMPT_STYLE = {"wan": "wan", "hunyuan_video": "hunyuan_video", "hunyuan_video15": "wan", "ltxv": "wan"}
+# LTX-Video's prompt guide long, detailed ones too, and Kandinsky 5's template (camera, location,
+# characters, actions, style).
+PROMPT_STYLE = {
+    "wan": "wan",
+    "hunyuan_video": "hunyuan_video",
+    "hunyuan_video15": "wan",
+    "ltxv": "wan",
+    "kandinsky5": "wan",
+}
 # Spatial downscaling of the family's VAE (Wan 2.2 5B's is 16x: see ``latent_downscale``; LTX-Video's
 # model says its own VAE's, ``vae_scale_factors``).
-_VAE_DOWNSCALE = {"wan": 8, "hunyuan_video": 8, "hunyuan_video15": 16}
-_VAE_FRAMES = 4  # frames per latent frame (after the first) of the Wan and HunyuanVideo VAEs
+_VAE_DOWNSCALE = {"wan": 8, "hunyuan_video": 8, "hunyuan_video15": 16, "kandinsky5": 8}
+_VAE_FRAMES = 4  # frames per latent frame (after the first) of the Wan and HunyuanVideo VAEs (Kandinsky 5's)
 
 
 # --- architecture ---------------------------------------------------------------------------------
@@ -78,8 +92,8 @@ def supported_architecture(
         detail = f", but its diffusion model lacks the text path: {problem}" if problem else ""
         raise ValueError(
             f"{node} supports {comfy_compat.SUPPORTED_TEXT}; this MODEL is {config}{detail}. "
-            "Load a Wan or HunyuanVideo diffusion model with UNETLoader (Load Diffusion Model), or an "
-            "LTX-Video checkpoint."
+            "Load a Wan, HunyuanVideo or Kandinsky 5 diffusion model with UNETLoader (Load Diffusion "
+            "Model), or an LTX-Video checkpoint."
         ) from None
     problem = comfy_compat.training_problem(model, arch) if for_training else None
     if problem:
@@ -104,12 +118,33 @@ def adapter_targets(diffusion_model: nn.Module, family: str, preset: str) -> lis
     attention and MLP projections into these two layers). "attention+ffn" adds Wan's ``ffn.0/ffn.2``
     and HunyuanVideo's ``{img,txt}_mlp.0/2``. LTX-Video: ``transformer_blocks.i.attn1`` (self) and
     ``attn2`` (cross: its to_k/to_v read the text) ``{to_q,to_k,to_v,to_out.0}``; with ffn,
-    ``ff.net.0.proj`` and ``ff.net.2``.
+    ``ff.net.0.proj`` and ``ff.net.2``. Kandinsky 5: ``visual_transformer_blocks.i.self_attention``
+    and ``cross_attention`` (its to_key/to_value read the text) ``{to_query,to_key,to_value,
+    out_layer}``; with ffn, ``feed_forward.in_layer`` and ``.out_layer``. The text transformer
+    blocks get none, as Wan's text_embedding gets none: the concept mask localises the video tokens.
     """
     if preset not in TARGET_PRESETS:
         raise ValueError(f"unknown target modules {preset!r}: use one of {', '.join(TARGET_PRESETS)}")
     ffn = preset == "attention+ffn"
     targets: list[AdapterTarget] = []
+    if family == "kandinsky5":
+        for i in range(len(diffusion_model.visual_transformer_blocks)):
+            block = f"visual_transformer_blocks.{i}"
+            targets += [
+                AdapterTarget(f"{block}.self_attention.{p}", block, "video") for p in _KANDINSKY_ATTENTION
+            ]
+            targets += [
+                AdapterTarget(
+                    f"{block}.cross_attention.{p}", block, "text" if p in ("to_key", "to_value") else "video"
+                )
+                for p in _KANDINSKY_ATTENTION
+            ]
+            if ffn:
+                targets += [
+                    AdapterTarget(f"{block}.feed_forward.{j}", block, "video")
+                    for j in ("in_layer", "out_layer")
+                ]
+        return targets
     if family == "ltxv":
         for i in range(len(diffusion_model.transformer_blocks)):
             block = f"transformer_blocks.{i}"
@@ -147,7 +182,12 @@ def adapter_targets(diffusion_model: nn.Module, family: str, preset: str) -> lis
 def block_modules(diffusion_model: nn.Module, family: str) -> dict[str, nn.Module]:
     """The transformer blocks by name: Wan's ``blocks.i``, HunyuanVideo's ``double_blocks.i`` and
     ``single_blocks.i``, LTX-Video's ``transformer_blocks.i`` (the names ``adapter_targets`` uses
-    for ``AdapterTarget.block``)."""
+    for ``AdapterTarget.block``), Kandinsky 5's ``visual_transformer_blocks.i``."""
+    if family == "kandinsky5":
+        return {
+            f"visual_transformer_blocks.{i}": b
+            for i, b in enumerate(diffusion_model.visual_transformer_blocks)
+        }
     if family == "ltxv":
         return {f"transformer_blocks.{i}": b for i, b in enumerate(diffusion_model.transformer_blocks)}
     if family == "wan":
@@ -160,9 +200,9 @@ def block_modules(diffusion_model: nn.Module, family: str) -> dict[str, nn.Modul
 def inplace_updated_norms(diffusion_model: nn.Module, family: str) -> list[nn.Module]:
     """Norm layers whose input the block then updates in place (``img += ...`` in HunyuanVideo's
     double and single blocks): under autograd they must save a copy (``erasure.training.cloned_inputs``).
-    None for Wan, whose blocks never change their inputs, and for LTX-Video, whose norms are
-    functional (see ``saves_inputs_updated_in_place``)."""
-    if family in ("wan", "ltxv"):
+    None for Wan and Kandinsky 5, whose blocks never change their inputs, and for LTX-Video, whose
+    norms are functional (see ``saves_inputs_updated_in_place``)."""
+    if family in ("wan", "ltxv", "kandinsky5"):
         return []
     norms = [
         getattr(block, name)
@@ -309,7 +349,8 @@ def text_stream(clip, family: str) -> str:
         f"The CLIP input gives {streams} tokens, not the '{wanted}' tokens this model's text "
         "stream needs: load the text encoder that belongs to the model (umT5 for Wan, the "
         "HunyuanVideo LLaVA-Llama + CLIP-L pair for HunyuanVideo, Qwen2.5-VL + byT5 with type "
-        "hunyuan_video_15 for HunyuanVideo 1.5, T5-XXL with type ltxv for LTX-Video)."
+        "hunyuan_video_15 for HunyuanVideo 1.5, T5-XXL with type ltxv for LTX-Video, Qwen2.5-VL + "
+        "CLIP-L with type kandinsky5 for Kandinsky 5)."
     )
 
 

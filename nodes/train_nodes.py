@@ -49,7 +49,7 @@ AUGMENTED_PROMPTS = 16
 MAX_SIGMA_PERCENT = 0.99  # never sigma = 0, where the velocity is undefined
 # HunyuanVideo's guidance is embedded (6.0); HunyuanVideo 1.5 samples with real CFG (ComfyUI's template: 6),
 # LTX-Video too (ComfyUI's LTX-Video template: 3).
-SAMPLING_CFG = {"wan": 5.0, "hunyuan_video": 1.0, "hunyuan_video15": 6.0, "ltxv": 3.0}
+SAMPLING_CFG = {"wan": 5.0, "hunyuan_video": 1.0, "hunyuan_video15": 6.0, "ltxv": 3.0, "kandinsky5": 5.0}
 
 
 def split_lines(text: str) -> list[str]:
@@ -135,14 +135,14 @@ def check_latents(samples: torch.Tensor, channels: int, patch: tuple[int, int, i
             f"[batch, {channels}, frames, height, width]. Make them with this model (e.g. "
             "EmptyHunyuanLatentVideo + KSampler for Wan 2.1 and HunyuanVideo, Wan22ImageToVideoLatent "
             "for Wan 2.2 5B, EmptyHunyuanVideo15Latent for HunyuanVideo 1.5, EmptyLTXVLatentVideo for "
-            "LTX-Video)."
+            "LTX-Video, Kandinsky5ImageToVideo or EmptyHunyuanLatentVideo for Kandinsky 5)."
         )
     b, c, t, h, w = samples.shape
     if c != channels:
         raise ValueError(
             f"latents have {c} channels but this model's latents have {channels} "
-            "(Wan 2.1 and HunyuanVideo: 16, HunyuanVideo 1.5: 32, Wan 2.2 5B: 48, LTX-Video: 128): they come "
-            "from another model or VAE."
+            "(Wan 2.1, HunyuanVideo and Kandinsky 5: 16, HunyuanVideo 1.5: 32, Wan 2.2 5B: 48, "
+            "LTX-Video: 128): they come from another model or VAE."
         )
     checks.require_finite({"samples": samples}, "the latents", "make them again with this model")
     pt, ph, pw = patch

@@ -70,6 +70,26 @@ def _register_pack() -> None:
 _register_pack()
 
 
+def pytest_collection_modifyitems(config, items):
+    """A test parametrized with a tiny model (by name) or a family that this ComfyUI cannot build
+    (``tiny_models.family_missing``: Kandinsky 5 before ComfyUI 0.3.7x) is skipped, saying why."""
+    from fixtures import tiny_models
+
+    families = {
+        m.name: m.family for m in (*tiny_models.TINY_MODELS.values(), *tiny_models.VARIANT_MODELS.values())
+    }
+    families.update({f: f for f in tiny_models.FAMILY_MODULES})
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        for value in params.values():
+            reason = (
+                isinstance(value, str) and value in families and tiny_models.family_missing(families[value])
+            )
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+                break
+
+
 @pytest.fixture(scope="session")
 def host_base() -> Path:
     """The ComfyUI base directory shared by in-process tests and the server, with tiny models."""

@@ -241,7 +241,7 @@ def test_attack_bad_inputs_get_clear_errors(comfy):
 # --- UnlearnTrainLoRA's robust option (adversarial training) --------------------------------------------
 
 
-@pytest.mark.parametrize("family", ["wan", "hunyuan_video", "ltxv"])
+@pytest.mark.parametrize("family", ["wan", "hunyuan_video", "ltxv", "kandinsky5"])
 def test_robust_training_trains_and_its_lora_round_trips_through_the_stock_loader(comfy, family):
     """adversarial_steps > 0: the inner attack runs before each step (also through the in-place blocks
     of HunyuanVideo and LTX-Video), the LoRA differs from plain training's, and LoraModelLoader gives

@@ -15,4 +15,7 @@ def test_tiny_model_loads_through_stock_unet_loader(comfy, name):
     (model,) = nodes.UNETLoader().load_unet(spec.filename, "default")
     assert type(model.model.model_config).__name__ == spec.expected_config
     sd = model.model.diffusion_model.state_dict()
-    assert any(k.startswith(("blocks.", "double_blocks.", "transformer_blocks.")) for k in sd)
+    assert any(
+        k.startswith(("blocks.", "double_blocks.", "transformer_blocks.", "visual_transformer_blocks."))
+        for k in sd
+    )

@@ -25,7 +25,7 @@ import torch
 
 import graphs
 from fixtures import tiny_models
-from fixtures.tiny_models import TINY_MODELS, VARIANT_MODELS, TinyModel
+from fixtures.tiny_models import TINY_MODELS, VARIANT_MODELS, TinyModel, needs_family
 
 _WAN = dict(
     model_type="t2v", in_dim=16, dim=256, ffn_dim=512, text_dim=4096, out_dim=16, num_heads=2, num_layers=2
@@ -504,6 +504,67 @@ def test_ltxv_is_its_own_family_with_one_context_site_and_trainer_targets(comfy)
     assert train_compat.latent_downscale(model, "ltxv") == 32
     assert [train_compat.latent_frames(model, "ltxv", n) for n in (1, 9, 97)] == [1, 2, 13]
     assert train_compat.text_first(dm, "ltxv") is False
+
+
+# --- Kandinsky 5 -------------------------------------------------------------------------------
+
+
+@needs_family("kandinsky5")
+def test_kandinsky5_is_its_own_family_with_a_probed_context_site_a_pooled_site_and_trainer_targets(comfy):
+    """Kandinsky 5 (in TINY_MODELS, on a ComfyUI that has it) is detected by its config class and
+    its text path: the text transformer blocks' output into every visual block's cross_attention,
+    the pooled CLIP-L vector into the time embedding. Two sites: the context (probed per step: the
+    text blocks' modulation reads the timestep), read at block 0's to_key and edited at every
+    block's to_key / to_value, and the pooled vector (NO_BLOCK); the fingerprint reads
+    text_embeddings.in_layer. The trainer takes it, with adapters on the visual blocks only."""
+    from video_unlearning.nodes import comfy_compat as compat
+    from video_unlearning.nodes import train_compat
+
+    model = load_model("tiny_kandinsky5")
+    arch = compat.detect_architecture(model)
+    assert (arch.name, arch.family, arch.width, arch.num_blocks, arch.config) == (
+        "kandinsky5",
+        "kandinsky5",
+        256,
+        2,
+        "Kandinsky5",
+    )
+    context, pooled = compat.site_specs(arch)
+    assert context.name == "context" and context.per_step
+    assert context.probed_module == "visual_transformer_blocks.0.cross_attention.to_key"
+    assert [m for _, m in context.modules] == [
+        f"visual_transformer_blocks.{i}.cross_attention.{t}" for i in range(2) for t in ("to_key", "to_value")
+    ]
+    assert pooled.modules == ((compat.NO_BLOCK, "pooled_text_embeddings.in_layer"),) and not pooled.per_step
+    assert "kandinsky5" in compat.PROBED_FAMILIES
+    assert train_compat.supported_architecture(model, "Unlearn: Train LoRA").name == "kandinsky5"
+    assert compat.training_problem(model, arch) is None
+    dm = model.model.diffusion_model
+    projections = ("to_query", "to_key", "to_value", "out_layer")
+    targets = train_compat.adapter_targets(dm, "kandinsky5", "attention+ffn")
+    assert [(t.name, t.block, t.tokens) for t in targets] == [
+        (f"visual_transformer_blocks.{i}.{name}", f"visual_transformer_blocks.{i}", tokens)
+        for i in range(2)
+        for name, tokens in [
+            *((f"self_attention.{p}", "video") for p in projections),
+            *(
+                (f"cross_attention.{p}", "text" if p in ("to_key", "to_value") else "video")
+                for p in projections
+            ),
+            ("feed_forward.in_layer", "video"),
+            ("feed_forward.out_layer", "video"),
+        ]
+    ]
+    assert not any(t.name.startswith("text_transformer_blocks") for t in targets)
+    assert sorted(train_compat.block_modules(dm, "kandinsky5")) == [
+        f"visual_transformer_blocks.{i}" for i in range(2)
+    ]
+    # HunyuanVideo's VAE (EmptyHunyuanLatentVideo's arithmetic) and patch 1x2x2.
+    assert train_compat.latent_geometry(model) == (16, (1, 2, 2))
+    assert train_compat.latent_downscale(model, "kandinsky5") == 8
+    assert [train_compat.latent_frames(model, "kandinsky5", n) for n in (1, 5, 121)] == [1, 2, 31]
+    assert train_compat.text_first(dm, "kandinsky5") is False
+    assert train_compat.inplace_updated_norms(dm, "kandinsky5") == []
 
 
 # --- models that are not accepted -------------------------------------------------------------

@@ -32,7 +32,7 @@ import safetensors.torch
 import torch
 
 import graphs
-from fixtures.tiny_models import TINY_MODELS
+from fixtures.tiny_models import TINY_MODELS, needs_family
 
 WAN = sorted(n for n, s in TINY_MODELS.items() if s.family == "wan")
 ALL = sorted(TINY_MODELS)
@@ -165,8 +165,9 @@ def test_apply_patches_each_chosen_layer_with_the_closed_form_edit(comfy, name):
     modules = edited_modules(vector)
     family = TINY_MODELS[name].family
     # Wan: k and v per block; HunyuanVideo: txt_attn.qkv and txt_mlp.0 per block, plus vector_in;
-    # HunyuanVideo 1.5 has no pooled vector.
-    assert len(modules) == 2 * blocks + (family == "hunyuan_video")
+    # HunyuanVideo 1.5 has no pooled vector; Kandinsky 5: to_key and to_value per visual block, plus
+    # pooled_text_embeddings.
+    assert len(modules) == 2 * blocks + (family in ("hunyuan_video", "kandinsky5"))
     assert sorted(patched.patches) == sorted(f"diffusion_model.{m}.weight" for m in modules)
     assert model.patches == {}  # the incoming MODEL is not patched
     assert not any("_img" in key or "ffn" in key for key in patched.patches)  # not k_img / v_img, not ffn
@@ -241,13 +242,15 @@ def test_held_out_prompts_are_suppressed_and_velocity_moves_toward_safe(
     assert_velocity_moves_toward_safe(model, patched, clip, name)
 
 
-@pytest.mark.parametrize("name", ["tiny_hunyuan_video", "tiny_hunyuan_video15", "tiny_ltxv"])
+@pytest.mark.parametrize(
+    "name", ["tiny_hunyuan_video", "tiny_hunyuan_video15", "tiny_ltxv", "tiny_kandinsky5"]
+)
 def test_hunyuan_velocity_moves_toward_safe_on_held_out_prompts(comfy, name):
     """HunyuanVideo and 1.5 with their stand-in encoders: the layer-level suppression is out of
     reach (see the module docstring), the whole model's velocity for held-out unsafe prompts still
     moves toward the safe prompts' (HunyuanVideo: 0.72-0.92 of the distance before; 1.5: 0.82-0.88
-    over sigmas 0.9, 0.6 and 0.3, with a 32-channel 2x8x8 latent); LTX-Video too (0.87-0.98 of the
-    distance at sigma 1)."""
+    over sigmas 0.9, 0.6 and 0.3, with a 32-channel 2x8x8 latent); LTX-Video and Kandinsky 5 too
+    (LTX-Video: 0.87-0.98 of the distance at sigma 1)."""
     model, clip, _, patched, _, _ = erased(name)
     assert_velocity_moves_toward_safe(model, patched, clip, name)
 
@@ -334,6 +337,31 @@ def test_ltxv_cross_attention_kv_inputs_carry_the_whole_velocity_difference(comf
     assert 0.2 < min(to_v) and max(to_v) < 0.6, to_v
 
 
+@needs_family("kandinsky5")
+def test_kandinsky5_cross_attention_kv_and_pooled_inputs_carry_the_whole_velocity_difference(comfy):
+    """Kandinsky 5's edited layers: every visual block's ``cross_attention.to_key`` and
+    ``.to_value`` (the only layers that read the context, after the text transformer blocks) and
+    ``pooled_text_embeddings.in_layer`` (the pooled CLIP-L vector, which joins the timestep
+    embedding that modulates every block). Feeding the unsafe prompt's run the safe prompt's
+    inputs at all of them gives the safe prompt's velocity: together they carry all of the
+    difference (over 99.9 %); the keys and values alone carry 62-78 % of it, the pooled vector alone
+    6-11 % (the rest is their interplay: the pooled vector modulates the text blocks too)."""
+    name = "tiny_kandinsky5"
+    model, clip = load_model(name), load_clip(name)
+    blocks = range(len(model.model.diffusion_model.visual_transformer_blocks))
+    kv = [
+        f"visual_transformer_blocks.{i}.cross_attention.{t}" for i in blocks for t in ("to_key", "to_value")
+    ]
+    pooled = ["pooled_text_embeddings.in_layer"]
+    assert min(swapped_input_share(model, clip, kv + pooled, 16)) > 0.999
+    kv_only, pooled_only = (
+        swapped_input_share(model, clip, kv, 16),
+        swapped_input_share(model, clip, pooled, 16),
+    )
+    assert 0.5 < min(kv_only) and max(kv_only) < 0.9, kv_only
+    assert 0.03 < min(pooled_only) and max(pooled_only) < 0.2, pooled_only
+
+
 def test_hunyuan15_quoted_text_adds_byt5_rows_that_the_estimate_leaves_out(comfy):
     """A prompt with quoted text gets byT5 glyph rows ahead of its Qwen rows in the text stream; the
     estimate reads the prompt's own rows only (the glyph stream renders the quoted words as
@@ -398,7 +426,7 @@ def test_a_large_contrast_weight_keeps_neutral_prompts_within_two_percent(comfy,
 
 
 @pytest.mark.parametrize(
-    "name", ["tiny_wan21_i2v", "tiny_hunyuan_video", "tiny_hunyuan_video15", "tiny_ltxv"]
+    "name", ["tiny_wan21_i2v", "tiny_hunyuan_video", "tiny_hunyuan_video15", "tiny_ltxv", "tiny_kandinsky5"]
 )
 def test_incoming_model_untouched_and_original_sampling_bit_identical(comfy, name):
     import comfy.model_management
@@ -430,6 +458,9 @@ def test_incoming_model_untouched_and_original_sampling_bit_identical(comfy, nam
         ("tiny_ltxv", torch.float16, 2e-3),
         ("tiny_ltxv", torch.bfloat16, 1e-2),
         ("tiny_ltxv", torch.float8_e4m3fn, 0.1),
+        ("tiny_kandinsky5", torch.float16, 2e-3),
+        ("tiny_kandinsky5", torch.bfloat16, 1e-2),
+        ("tiny_kandinsky5", torch.float8_e4m3fn, 0.1),
     ],
 )
 def test_low_precision_weights_get_the_edit_computed_in_fp32(comfy, name, dtype, tolerance):
@@ -563,6 +594,16 @@ def test_vectors_from_another_architecture_width_or_expert_are_refused(comfy):
         ValueError, match="estimated on hunyuan_video15 \\(width 256\\) but the MODEL is hunyuan_video "
     ):
         apply(load_model("tiny_hunyuan_video"), hunyuan15)
+    if not TINY_MODELS["tiny_kandinsky5"].missing_from_comfyui:
+        kandinsky = erased("tiny_kandinsky5")[2]
+        with pytest.raises(
+            ValueError, match="estimated on kandinsky5 \\(width 256\\) but the MODEL is wan21_t2v "
+        ):
+            apply(load_model("tiny_wan21_t2v"), kandinsky)
+        with pytest.raises(
+            ValueError, match="estimated on ltxv \\(width 256\\) but the MODEL is kandinsky5 "
+        ):
+            apply(load_model("tiny_kandinsky5"), ltxv)
 
 
 def test_bad_prompts_and_block_ranges_get_clear_errors(comfy):
@@ -704,21 +745,31 @@ def test_hunyuan15_lora_file_names_its_architecture_and_is_refused_on_hunyuan_vi
         UnlearnLoadLoRA.execute(model, other, 1.0)
 
 
-def test_ltxv_lora_file_names_its_architecture_and_is_refused_on_wan(comfy):
-    """UnlearnSaveLoRA / UnlearnLoadLoRA on LTX-Video: the file's metadata names it, it loads back
-    with the same edit, and the loader refuses it on Wan 2.1 (and Wan's on LTX-Video), though both
-    are 256 wide."""
+@pytest.mark.parametrize(
+    "name, layer",
+    [
+        ("tiny_ltxv", ("transformer_blocks.", ".attn2.to_")),
+        ("tiny_kandinsky5", ("visual_transformer_blocks.", "")),
+    ],
+)
+def test_new_family_lora_file_names_its_architecture_and_is_refused_on_wan(comfy, name, layer):
+    """UnlearnSaveLoRA / UnlearnLoadLoRA on LTX-Video and Kandinsky 5: the file's metadata names the
+    architecture, it loads back with the same edit, and the loader refuses it on Wan 2.1 (and
+    Wan's on it), though all are 256 wide."""
     import json
 
     from video_unlearning.nodes import comfy_compat as compat
     from video_unlearning.nodes.lora_file_nodes import UnlearnLoadLoRA, UnlearnSaveLoRA
 
-    model, _, vector, patched, lora, _ = erased("tiny_ltxv")
-    filename = UnlearnSaveLoRA.execute(lora, "refusal/tiny_ltxv").result[0]
+    model, _, vector, patched, lora, _ = erased(name)
+    arch = vector.architecture
+    filename = UnlearnSaveLoRA.execute(lora, f"refusal/{name}").result[0]
     loaded, metadata = UnlearnLoadLoRA.execute(model, filename, 1.0).result
-    assert json.loads(metadata)["base_architecture"] == "ltxv"
+    assert json.loads(metadata)["base_architecture"] == arch == TINY_MODELS[name].family
     modules = edited_modules(vector)
-    assert all(m.startswith("transformer_blocks.") and ".attn2.to_" in m for m in modules)
+    prefix, part = layer
+    in_blocks = [m for m in modules if m.startswith(prefix)]
+    assert in_blocks and all(part in m for m in in_blocks)
     assert (
         max_relative_difference(
             compat.current_weights(loaded, modules), compat.current_weights(patched, modules)
@@ -726,8 +777,8 @@ def test_ltxv_lora_file_names_its_architecture_and_is_refused_on_wan(comfy):
         < 1e-5
     )
     wan, _, _, _, wan_lora, _ = erased("tiny_wan21_t2v")
-    with pytest.raises(ValueError, match="made for ltxv, but this model is wan21_t2v"):
+    with pytest.raises(ValueError, match=f"made for {arch}, but this model is wan21_t2v"):
         UnlearnLoadLoRA.execute(wan, filename, 1.0)
-    other = UnlearnSaveLoRA.execute(wan_lora, "refusal/tiny_wan21_t2v_for_ltxv").result[0]
-    with pytest.raises(ValueError, match="made for wan21_t2v, but this model is ltxv"):
+    other = UnlearnSaveLoRA.execute(wan_lora, f"refusal/tiny_wan21_t2v_for_{arch}").result[0]
+    with pytest.raises(ValueError, match=f"made for wan21_t2v, but this model is {arch}"):
         UnlearnLoadLoRA.execute(model, other, 1.0)

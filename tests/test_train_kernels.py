@@ -31,6 +31,7 @@ BLOCK = {
     "hunyuan_video": "double_blocks.0",
     "hunyuan_video15": "double_blocks.0",
     "ltxv": "transformer_blocks.0",
+    "kandinsky5": "visual_transformer_blocks.0",
 }
 CONCEPT_PROMPTS = ["a nude woman on a beach", "nudity in a city street"]
 GRADIENT_TOLERANCE = 1e-5

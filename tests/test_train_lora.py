@@ -1,5 +1,5 @@
-"""UnlearnTrainLoRA on the tiny real-architecture Wan 2.1, HunyuanVideo, HunyuanVideo 1.5 and
-LTX-Video 0.9 models, in-process (CPU).
+"""UnlearnTrainLoRA on the tiny real-architecture Wan 2.1, HunyuanVideo, HunyuanVideo 1.5,
+LTX-Video 0.9 and Kandinsky 5 models, in-process (CPU; Kandinsky 5 only on a ComfyUI that has it).
 
 Models and text encoders load inside torch.inference_mode(), as ComfyUI runs nodes. Velocities are
 measured here with the model's own ``apply_model``, not with the trainer's code.
@@ -21,12 +21,14 @@ MODELS = {
     "hunyuan_video": "tiny_hunyuan_video",
     "hunyuan_video15": "tiny_hunyuan_video15",
     "ltxv": "tiny_ltxv",
+    "kandinsky5": "tiny_kandinsky5",
 }
 ARCHITECTURES = {
     "wan": "wan21_t2v",
     "hunyuan_video": "hunyuan_video",
     "hunyuan_video15": "hunyuan_video15",
     "ltxv": "ltxv",
+    "kandinsky5": "kandinsky5",
 }
 # Self-sampled clip size per family where QUICK's 5 frames of 64 x 64 would be too few tokens:
 # LTX-Video's VAE is 8x in time and 32x in space, so 9 frames of 256 x 256 make a [2, 8, 8] latent.
@@ -114,8 +116,8 @@ class Probe:
         import comfy.model_management
 
         cond, extras = self.cond(prompt)
-        if self.family in ("hunyuan_video15", "ltxv"):  # ComfyUI's own extra_conds: concat channels,
-            # byT5 rows (1.5); T5 attention mask and frame rate (LTX-Video)
+        if self.family in ("hunyuan_video15", "ltxv", "kandinsky5"):  # ComfyUI's own extra_conds: concat
+            # channels, byT5 rows (1.5); T5 attention mask and frame rate (LTX-Video); pooled (Kandinsky)
             conds = model.model.extra_conds(cross_attn=cond, noise=self.points[0][0], device="cpu", **extras)
             kwargs = {k: v.process_cond(batch_size=1, area=None, device="cpu").cond for k, v in conds.items()}
             kwargs.pop("c_crossattn")
@@ -364,7 +366,7 @@ def test_checkpointing_gives_the_same_lora_as_plain_backprop(comfy):
             torch.testing.assert_close(plain[key], checkpointed[key], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("family", ["hunyuan_video", "ltxv"])
+@pytest.mark.parametrize("family", ["hunyuan_video", "ltxv", "kandinsky5"])
 def test_bf16_training_keeps_fp32_lora_and_finite_losses(comfy, family):
     model, clip = load(MODELS[family])
     latents = {"samples": latent(family)[:, :, :1]}
@@ -621,9 +623,11 @@ def test_concept_masks_come_from_each_blocks_text_attention(comfy, family):
         velocity = train_compat.VelocityModel(model, {"c": prompt}, capture)
         velocity.x_t, velocity.sigma = x0, torch.tensor([0.6])
         seen = {}
-        first = {"wan": "blocks.0.cross_attn", "ltxv": "transformer_blocks.0.attn2"}.get(
-            family, "double_blocks.0"
-        )
+        first = {
+            "wan": "blocks.0.cross_attn",
+            "ltxv": "transformer_blocks.0.attn2",
+            "kandinsky5": "visual_transformer_blocks.0.cross_attention",
+        }.get(family, "double_blocks.0")
         hook = dm.get_submodule(first).register_forward_pre_hook(  # copies: LTX-Video updates x in place
             lambda m, args, kwargs: seen.update(args=[a.clone() for a in args], kwargs=kwargs),
             with_kwargs=True,
@@ -665,6 +669,16 @@ def test_concept_masks_come_from_each_blocks_text_attention(comfy, family):
             f"ltxv block 0 mask: {int(expected.sum())} of {tokens} tokens; without the T5 mask "
             f"{int((unmasked != expected).sum())} differ"
         )
+    elif family == "kandinsky5":  # cross_attention: q from the video rows, k from the text blocks' output
+        x, context = seen["args"][:2]
+        attn = dm.visual_transformer_blocks[0].cross_attention
+        heads = attn.num_heads
+        with torch.no_grad():
+            q = attn.query_norm(attn.to_query(x).reshape(1, tokens, heads, -1)).transpose(1, 2)
+            k = attn.key_norm(attn.to_key(context).reshape(1, context.shape[1], heads, -1)).transpose(1, 2)
+            expected = masks.concept_mask(masks.concept_attention(q, k, [1]), 2, 0.1)
+        assert context.shape[1] == prompt.text_len
+        assert torch.equal(capture.masks["visual_transformer_blocks.0"], expected)
     else:
         n_text = prompt.text_len
         q, k = next((q, k) for q, k in calls if k.shape[2] == tokens + n_text)  # double block 0

@@ -17,6 +17,9 @@ weights), only tiny, with a word-hash vocabulary instead of a SentencePiece/BPE 
 * ``ltxv``: like ComfyUI's LTX-Video T5-XXL (``lt.ltxv_te``, Mochi's encoder): 4096-d rows under
   the tokenizer key ``t5xxl``, padded to 128 tokens, with the attention mask that marks the real
   ones (padding rows are not zeroed: the model masks them).
+* ``kandinsky5``: as ComfyUI's Kandinsky 5 encoder (``kandinsky5.te``: Qwen2.5-VL with its system
+  template cut off, plus CLIP-L) returns it: a 3584-d token stream under the tokenizer key
+  ``qwen25_7b`` (no mask when every row is real) and the 768-d CLIP-L pooled vector (key ``l``).
 
 Weights are random but seeded, so a given file always encodes a prompt the same way, and
 different prompts give different embeddings.
@@ -39,7 +42,7 @@ from .seeded_weights import seeded_weights
 
 VOCAB_SIZE = 1024
 PAD_ID, END_ID, START_ID = 0, 1, 2
-KINDS = ("wan", "hunyuan_video", "hunyuan_video15", "ltxv")
+KINDS = ("wan", "hunyuan_video", "hunyuan_video15", "ltxv", "kandinsky5")
 WAN_MIN_TOKENS = 512
 LTXV_MIN_TOKENS = 128
 
@@ -201,26 +204,73 @@ class TinyClipL(sd1_clip.SDClipModel):
         )
 
 
+class _TwoStreams(torch.nn.Module):
+    """Two tiny encoders under the attribute names ``STREAMS`` (their state-dict prefixes), with the
+    clip-options and ``load_sd`` plumbing ComfyUI's multi-encoder models have."""
+
+    STREAMS: tuple[str, str] = ("", "")
+
+    def __init__(self, models: dict[str, torch.nn.Module], dtype) -> None:
+        super().__init__()
+        for name in self.STREAMS:
+            setattr(self, name, models[name])
+        self.dtypes = {dtype}
+
+    def set_clip_options(self, options):
+        for name in self.STREAMS:
+            getattr(self, name).set_clip_options(options)
+
+    def reset_clip_options(self):
+        for name in self.STREAMS:
+            getattr(self, name).reset_clip_options()
+
+    def load_sd(self, sd):
+        """``sd`` holds ``<stream>.transformer.*`` keys of both streams; returns (missing, unexpected)."""
+        missing, unexpected = [], []
+        for name in self.STREAMS:
+            prefix = f"{name}.transformer."
+            part = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+            result = getattr(self, name).load_sd(part)
+            missing += [prefix + k for k in result.missing_keys]
+            unexpected += [prefix + k for k in result.unexpected_keys]
+        return torch.nn.modules.module._IncompatibleKeys(missing, unexpected)
+
+
+def _without_useless_mask(extra: dict) -> dict:
+    mask = extra.get("attention_mask")
+    if mask is not None and mask.sum() == mask.numel():
+        extra.pop("attention_mask")  # as ComfyUI does: an all-ones mask is useless
+    return extra
+
+
+def _stream_tokenizer(key: str, width: int, tokenizer_data) -> sd1_clip.SDTokenizer:
+    return sd1_clip.SDTokenizer(
+        tokenizer_class=HashWordTokenizer,
+        embedding_size=width,
+        embedding_key=key,
+        has_start_token=False,
+        pad_with_end=False,
+        pad_to_max_length=False,
+        max_length=99999999,
+        min_length=1,
+        pad_token=PAD_ID,
+        tokenizer_data=tokenizer_data,
+    )
+
+
+def _clip_l_tokenizer(embedding_directory, tokenizer_data) -> sd1_clip.SDTokenizer:
+    return sd1_clip.SDTokenizer(
+        tokenizer_class=HashWordTokenizer,
+        tokenizer_args={"start_token": START_ID},
+        embedding_directory=embedding_directory,
+        tokenizer_data=tokenizer_data,
+    )
+
+
 class TinyHunyuanTokenizer:
     def __init__(self, embedding_directory=None, tokenizer_data={}):
-        self.clip_l = sd1_clip.SDTokenizer(
-            tokenizer_class=HashWordTokenizer,
-            tokenizer_args={"start_token": START_ID},
-            embedding_directory=embedding_directory,
-            tokenizer_data=tokenizer_data,
-        )
-        self.llama = sd1_clip.SDTokenizer(
-            tokenizer_class=HashWordTokenizer,
-            embedding_size=4096,
-            embedding_key="llama",
-            has_start_token=False,
-            pad_with_end=False,
-            pad_to_max_length=False,
-            max_length=99999999,
-            min_length=1,
-            pad_token=PAD_ID,
-            tokenizer_data=tokenizer_data,
-        )
+        self.clip_l = _clip_l_tokenizer(embedding_directory, tokenizer_data)
+        self.llama = _stream_tokenizer("llama", 4096, tokenizer_data)
 
     def tokenize_with_weights(self, text, return_word_ids=False, **kwargs):
         return {
@@ -235,41 +285,19 @@ class TinyHunyuanTokenizer:
         return {}
 
 
-class TinyHunyuanTextModel(torch.nn.Module):
+class TinyHunyuanTextModel(_TwoStreams):
     """Same outputs as ComfyUI's HunyuanVideoClipModel: (LLM stream, CLIP-L pooled, extras)."""
 
+    STREAMS = ("clip_l", "llama")
+
     def __init__(self, device="cpu", dtype=None, model_options={}):
-        super().__init__()
-        self.clip_l = TinyClipL(device=device, dtype=dtype, model_options=model_options)
-        self.llama = TinyLLMStream(device=device, dtype=dtype, model_options=model_options)
-        self.dtypes = {dtype}
-
-    def set_clip_options(self, options):
-        self.clip_l.set_clip_options(options)
-        self.llama.set_clip_options(options)
-
-    def reset_clip_options(self):
-        self.clip_l.reset_clip_options()
-        self.llama.reset_clip_options()
+        options = dict(device=device, dtype=dtype, model_options=model_options)
+        super().__init__({"clip_l": TinyClipL(**options), "llama": TinyLLMStream(**options)}, dtype)
 
     def encode_token_weights(self, token_weight_pairs):
         llm_out, _, extra = self.llama.encode_token_weights(token_weight_pairs["llama"])
-        mask = extra.get("attention_mask")
-        if mask is not None and mask.sum() == mask.numel():
-            extra.pop("attention_mask")  # as ComfyUI does: an all-ones mask is useless
         _, pooled = self.clip_l.encode_token_weights(token_weight_pairs["l"])
-        return llm_out, pooled, extra
-
-    def load_sd(self, sd):
-        """``sd`` holds ``clip_l.*`` and ``llama.*`` keys; returns (missing, unexpected)."""
-        missing, unexpected = [], []
-        for name in ("clip_l", "llama"):
-            prefix = f"{name}.transformer."
-            part = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
-            result = getattr(self, name).load_sd(part)
-            missing += [prefix + k for k in result.missing_keys]
-            unexpected += [prefix + k for k in result.unexpected_keys]
-        return torch.nn.modules.module._IncompatibleKeys(missing, unexpected)
+        return llm_out, pooled, _without_useless_mask(extra)
 
 
 # --- HunyuanVideo 1.5: a 3584-d Qwen2.5-VL-like stream plus byT5 glyph rows (1472-d) -----------
@@ -299,21 +327,6 @@ class TinyByT5(sd1_clip.SDClipModel):
         )
 
 
-def _stream_tokenizer(key: str, width: int, tokenizer_data) -> sd1_clip.SDTokenizer:
-    return sd1_clip.SDTokenizer(
-        tokenizer_class=HashWordTokenizer,
-        embedding_size=width,
-        embedding_key=key,
-        has_start_token=False,
-        pad_with_end=False,
-        pad_to_max_length=False,
-        max_length=99999999,
-        min_length=1,
-        pad_token=PAD_ID,
-        tokenizer_data=tokenizer_data,
-    )
-
-
 class TinyHunyuan15Tokenizer:
     """Keys as ComfyUI's HunyuanVideo15Tokenizer: ``qwen25_7b`` always, ``byt5`` for quoted text."""
 
@@ -336,45 +349,24 @@ class TinyHunyuan15Tokenizer:
         return {}
 
 
-class TinyHunyuan15TextModel(torch.nn.Module):
+class TinyHunyuan15TextModel(_TwoStreams):
     """Same outputs as ComfyUI's HunyuanVideo 1.5 encoder: (Qwen stream, None, extras with the
     byT5 rows as ``conditioning_byt5small`` when the prompt has quoted text)."""
 
+    STREAMS = ("qwen25_7b", "byt5_small")
+
     def __init__(self, device="cpu", dtype=None, model_options={}):
-        super().__init__()
-        self.qwen25_7b = TinyQwenStream(device=device, dtype=dtype, model_options=model_options)
-        self.byt5_small = TinyByT5(device=device, dtype=dtype, model_options=model_options)
-        self.dtypes = {dtype}
-
-    def set_clip_options(self, options):
-        self.qwen25_7b.set_clip_options(options)
-        self.byt5_small.set_clip_options(options)
-
-    def reset_clip_options(self):
-        self.qwen25_7b.reset_clip_options()
-        self.byt5_small.reset_clip_options()
+        options = dict(device=device, dtype=dtype, model_options=model_options)
+        super().__init__({"qwen25_7b": TinyQwenStream(**options), "byt5_small": TinyByT5(**options)}, dtype)
 
     def encode_token_weights(self, token_weight_pairs):
         cond, _, extra = self.qwen25_7b.encode_token_weights(token_weight_pairs["qwen25_7b"])
-        mask = extra.get("attention_mask")
-        if mask is not None and mask.sum() == mask.numel():
-            extra.pop("attention_mask")  # as ComfyUI does: an all-ones mask is useless
+        extra = _without_useless_mask(extra)
         if "byt5" in token_weight_pairs:
             extra["conditioning_byt5small"] = self.byt5_small.encode_token_weights(
                 token_weight_pairs["byt5"]
             )[0]
         return cond, None, extra
-
-    def load_sd(self, sd):
-        """``sd`` holds ``qwen25_7b.*`` and ``byt5_small.*`` keys; returns (missing, unexpected)."""
-        missing, unexpected = [], []
-        for name in ("qwen25_7b", "byt5_small"):
-            prefix = f"{name}.transformer."
-            part = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
-            result = getattr(self, name).load_sd(part)
-            missing += [prefix + k for k in result.missing_keys]
-            unexpected += [prefix + k for k in result.unexpected_keys]
-        return torch.nn.modules.module._IncompatibleKeys(missing, unexpected)
 
 
 # --- LTX-Video: a tiny T5-XXL (ComfyUI's T5 class), 4096-d, padded to 128 tokens, with a mask ----
@@ -404,6 +396,44 @@ class TinyLTXVTextModel(TinyWanTextModel):
     STREAM, MODEL = "t5xxl", TinyT5XXLModel
 
 
+# --- Kandinsky 5: the Qwen2.5-VL-width stream plus the CLIP-L pooled vector --------------------
+
+
+class TinyKandinsky5Tokenizer:
+    """Keys as ComfyUI's Kandinsky5Tokenizer: ``qwen25_7b`` and ``l``."""
+
+    def __init__(self, embedding_directory=None, tokenizer_data={}):
+        self.qwen25_7b = _stream_tokenizer("qwen25_7b", 3584, tokenizer_data)
+        self.clip_l = _clip_l_tokenizer(embedding_directory, tokenizer_data)
+
+    def tokenize_with_weights(self, text, return_word_ids=False, **kwargs):
+        return {
+            "qwen25_7b": self.qwen25_7b.tokenize_with_weights(text or " ", return_word_ids, **kwargs),
+            "l": self.clip_l.tokenize_with_weights(text, return_word_ids, **kwargs),
+        }
+
+    def untokenize(self, token_weight_pair):
+        return self.qwen25_7b.untokenize(token_weight_pair)
+
+    def state_dict(self):
+        return {}
+
+
+class TinyKandinsky5TextModel(_TwoStreams):
+    """Same outputs as ComfyUI's Kandinsky5TEModel: (Qwen stream, CLIP-L pooled, extras)."""
+
+    STREAMS = ("qwen25_7b", "clip_l")
+
+    def __init__(self, device="cpu", dtype=None, model_options={}):
+        options = dict(device=device, dtype=dtype, model_options=model_options)
+        super().__init__({"qwen25_7b": TinyQwenStream(**options), "clip_l": TinyClipL(**options)}, dtype)
+
+    def encode_token_weights(self, token_weight_pairs):
+        cond, _, extra = self.qwen25_7b.encode_token_weights(token_weight_pairs["qwen25_7b"])
+        _, pooled = self.clip_l.encode_token_weights(token_weight_pairs["l"])
+        return cond, pooled, _without_useless_mask(extra)
+
+
 class _Target:
     def __init__(self, clip, tokenizer):
         self.clip, self.tokenizer, self.params = clip, tokenizer, {}
@@ -414,6 +444,7 @@ _TARGETS = {
     "hunyuan_video": lambda: _Target(TinyHunyuanTextModel, TinyHunyuanTokenizer),
     "hunyuan_video15": lambda: _Target(TinyHunyuan15TextModel, TinyHunyuan15Tokenizer),
     "ltxv": lambda: _Target(TinyLTXVTextModel, TinyLTXVTokenizer),
+    "kandinsky5": lambda: _Target(TinyKandinsky5TextModel, TinyKandinsky5Tokenizer),
 }
 
 
