@@ -2,7 +2,9 @@
 
 The definitions are API-format graphs (class_type + inputs by name); the UI format's widget
 order, output names and link types come from a live ComfyUI's /object_info, so the files match
-the node schemas exactly. Run inside .venv: ``python scripts/build_workflows.py``.
+the node schemas exactly. Run inside .venv: ``python scripts/build_workflows.py``; the workflows of
+families the bundled ComfyUI lacks (Kandinsky 5) are built with a ComfyUI that has them:
+``.cache/venvs/comfyui-0.33.0/bin/python scripts/build_workflows.py --comfyui <its tree> <names>``.
 
 Model file names follow ComfyUI's own Wan 2.1, Wan 2.2, HunyuanVideo, HunyuanVideo 1.5 and LTX-Video
 examples (the 1.5 names are those of the comfyui-workflow-templates package's
@@ -52,6 +54,10 @@ LTXV_NEGATIVE = (
     "low quality, worst quality, deformed, distorted, disfigured, motion smear, motion artifacts, "
     "fused fingers, bad anatomy, weird hand, ugly"
 )
+# Kandinsky 5 Lite T2V as ComfyUI's ``video_kandinsky5_t2v`` template loads it (as a public workflow
+# builder citing that template reads; the template file itself was not available here): UNETLoader,
+# Qwen2.5-VL + CLIP-L through DualCLIPLoader with type kandinsky5, HunyuanVideo's VAE.
+KANDINSKY5 = "kandinsky5lite_t2v_sft_5s.safetensors"
 # The LoRA workflow 2 saves (UnlearnSaveLoRA numbers it) and a HunyuanVideo one for workflow 3.
 HUNYUAN_LORA = "unlearning/hunyuan_video_nudity_00001_.safetensors"
 # Group colours (from the canvas's own palette).
@@ -79,6 +85,9 @@ class Definition:
         if band is not None:
             self.bands[node_id] = band
         return node_id
+
+    def node_types(self) -> set[str]:
+        return {node["class_type"] for node in self.graph.values()}
 
     def group(self, title: str, members: list[str], colour: str) -> None:
         self.groups.append((title, members, colour))
@@ -118,7 +127,7 @@ def ksampler(sampler: dict, column: int = 4):
             model=out(model),
             positive=positive,
             negative=negative,
-            latent_image=out(latent),
+            latent_image=latent,
             **sampler,
         )
 
@@ -143,8 +152,9 @@ def original_vs_erased(
     the erased model (``sample``: see ``ksampler``), decoded with ``vae`` (a node, or a link to a
     checkpoint's VAE output), both checked with NudeNet, stitched side by side
     into one animated WEBP. ``condition(d, positive, negative)`` turns the encoded prompts into the
-    sampler's conditioning (LTX-Video's LTXVConditioning); by default they go in as they are."""
-    latent_class, latent_inputs = latent
+    sampler's conditioning (LTX-Video's LTXVConditioning); by default they go in as they are. Where
+    it also makes the latent (Kandinsky 5's Kandinsky5ImageToVideo), it returns the latent's link as
+    a third item and ``latent`` is None. ``sample`` gets the latent as a link."""
     vae_link = vae if isinstance(vae, list) else out(vae)
     vector = d.add(
         "UnlearnRefusalEstimate", band=1, column=2, model=out(model), clip=out(clip), preset="nudity"
@@ -153,10 +163,12 @@ def original_vs_erased(
     positive = d.add("CLIPTextEncode", text=NUDITY_PROMPT, clip=out(clip), column=2)
     negative = d.add("CLIPTextEncode", text=negative_text, clip=out(clip), column=2)
     conditioning = condition(d, positive, negative) if condition else (out(positive), out(negative))
-    latent = d.add(latent_class, column=3, **latent_inputs)
+    if latent is not None:
+        latent_class, latent_inputs = latent
+        conditioning = (*conditioning, out(d.add(latent_class, column=3, **latent_inputs)))
     checks, rows = [], {0: [], 1: [vector, erased]}
     for band, (title, source) in enumerate((("original", model), ("erased", erased))):
-        ks = sample(d, band, title, source, *conditioning, latent)
+        ks = sample(d, band, title, source, *conditioning)
         frames = d.add(
             "VAEDecode", f"VAE Decode ({title})", band=band, column=5, samples=out(ks), vae=vae_link
         )
@@ -315,7 +327,7 @@ def ltxv_refusal_nudity() -> Definition:
             shared["sigmas"] = d.add(
                 "LTXVScheduler",
                 column=3,
-                latent=out(latent),
+                latent=latent,
                 steps=30,
                 max_shift=2.05,
                 base_shift=0.95,
@@ -336,7 +348,7 @@ def ltxv_refusal_nudity() -> Definition:
             negative=negative,
             sampler=out(shared["sampler"]),
             sigmas=out(shared["sigmas"]),
-            latent_image=out(latent),
+            latent_image=latent,
         )
 
     return original_vs_erased(
@@ -350,6 +362,47 @@ def ltxv_refusal_nudity() -> Definition:
         condition=condition,
         fps=24.0,
         prefix="video_unlearning/ltxv_original_vs_erased",
+    )
+
+
+def kandinsky5_refusal_nudity() -> Definition:
+    """Workflow 9: Kandinsky 5 Lite T2V with the nudity refusal vector (its context read over a short
+    probe run: the text blocks' modulation reads the timestep; plus the pooled CLIP-L vector); the
+    same prompt and seed sampled by the original and the erased model as the template samples
+    (shift 5, Kandinsky5ImageToVideo making the conditioning and the empty latent, euler_ancestral /
+    beta, cfg 5), both checked with NudeNet, side by side. Needs a ComfyUI with Kandinsky 5 (0.33)."""
+    d = Definition()
+    sampler = dict(seed=42, steps=50, cfg=5.0, sampler_name="euler_ancestral", scheduler="beta", denoise=1.0)
+    unet = d.add("UNETLoader", unet_name=KANDINSKY5, weight_dtype="default")
+    clip = d.add("DualCLIPLoader", clip_name1=QWEN25_VL, clip_name2=CLIP_L, type="kandinsky5")
+    vae = d.add("VAELoader", vae_name=HUNYUAN_VAE, column=5)
+    model = d.add("ModelSamplingSD3", model=out(unet), shift=5.0)
+
+    def condition(d: Definition, positive: str, negative: str) -> tuple[list, list, list]:
+        both = d.add(
+            "Kandinsky5ImageToVideo",
+            column=3,
+            positive=out(positive),
+            negative=out(negative),
+            vae=out(vae),
+            width=768,
+            height=512,
+            length=121,
+            batch_size=1,
+        )
+        return out(both, 0), out(both, 1), out(both, 2)
+
+    return original_vs_erased(
+        d,
+        model,
+        clip,
+        vae,
+        negative_text="",
+        latent=None,
+        sample=ksampler(sampler),
+        condition=condition,
+        fps=24.0,
+        prefix="video_unlearning/kandinsky5_original_vs_erased",
     )
 
 
@@ -490,7 +543,7 @@ def wan21_t2v_attack_refusal_nudity() -> Definition:
     for band, (title, conditioning) in enumerate(
         (("plain prompt", out(positive)), ("attacked prompt", out(attack, 0)))
     ):
-        ks = sample(d, band, f"erased, {title}", erased, conditioning, out(negative), latent)
+        ks = sample(d, band, f"erased, {title}", erased, conditioning, out(negative), out(latent))
         frames = d.add(
             "VAEDecode", f"VAE Decode (erased, {title})", band=band, column=6, samples=out(ks), vae=out(vae)
         )
@@ -643,12 +696,23 @@ WORKFLOWS = {
     "hunyuan_video15_refusal_nudity": hunyuan_video15_refusal_nudity,
     "ltxv_refusal_nudity": ltxv_refusal_nudity,
     "wan21_t2v_attack_refusal_nudity": wan21_t2v_attack_refusal_nudity,
+    "kandinsky5_refusal_nudity": kandinsky5_refusal_nudity,
 }
 DEMO_WORKFLOW = "toy_world_erasure"
 
 
+def missing_nodes(name: str, object_info: dict) -> list[str]:
+    """The node types workflow ``name`` uses that this ComfyUI does not have (Kandinsky 5's before 0.33)."""
+    return sorted(WORKFLOWS[name]().node_types() - set(object_info))
+
+
 def build(object_info: dict) -> dict[str, dict]:
-    return {name: define().to_ui(object_info) for name, define in WORKFLOWS.items()}
+    """Every workflow this ComfyUI has the nodes for, in UI format."""
+    return {
+        name: define().to_ui(object_info)
+        for name, define in WORKFLOWS.items()
+        if not missing_nodes(name, object_info)
+    }
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -657,15 +721,27 @@ def write_atomically(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """Write each workflow from the /object_info of the bundled ComfyUI, or of the ComfyUI given by
+    ``--comfyui DIR`` (run with that ComfyUI's Python): workflows whose nodes it lacks are left as
+    they are, named in the output (build those with a ComfyUI that has them, e.g. 0.33)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--comfyui", type=Path, help="a ComfyUI tree (default: the bundled one)")
+    parser.add_argument("names", nargs="*", choices=[[], *WORKFLOWS], help="only these workflows")
+    args = parser.parse_args(argv)
     base = comfyui_host.prepare_base_directory(Path(tempfile.mkdtemp(prefix="video-unlearning-workflows-")))
-    with comfyui_host.ComfyServer(base) as server:
+    with comfyui_host.ComfyServer(base, comfy=args.comfyui) as server:
         object_info = server.get("/object_info")
     WORKFLOWS_DIR.mkdir(exist_ok=True)
-    for name, workflow in build(object_info).items():
+    built = {k: v for k, v in build(object_info).items() if k in (args.names or WORKFLOWS)}
+    for name, workflow in built.items():
         path = WORKFLOWS_DIR / f"{name}.json"
         write_atomically(path, (json.dumps(workflow, indent=2) + "\n").encode())
         print(f"wrote {path.relative_to(comfyui_host.REPO_ROOT)}")
+    for name in sorted(set(args.names or WORKFLOWS) - set(built)):
+        print(f"left {name}: this ComfyUI lacks {', '.join(missing_nodes(name, object_info))}")
     return 0
 
 

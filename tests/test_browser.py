@@ -33,6 +33,7 @@ import pytest
 import workflow_runs
 from browser_session import SETTINGS, Browser, ConsoleEntry, chromium_paths
 
+import build_workflows
 import workflow_format
 
 try:
@@ -332,6 +333,9 @@ def test_app_starts_with_the_extension_and_no_errors(browser):
 
 @pytest.mark.parametrize("name", WORKFLOW_NAMES)
 def test_workflow_loads_as_written_and_queues_as_api_from_ui_converts_it(browser, object_info, name):
+    missing = build_workflows.missing_nodes(name, object_info)
+    if missing:
+        pytest.skip(f"{name} needs nodes this ComfyUI lacks: {', '.join(missing)}")
     workflow = load(browser, name)
     errors = unexpected(browser.read_console())
     assert not errors, errors

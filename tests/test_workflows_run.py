@@ -13,7 +13,7 @@ import workflow_runs
 from workflow_runs import nodes_of
 
 from fixtures import tiny_models, tiny_vae
-from fixtures.tiny_models import TINY_MODELS
+from fixtures.tiny_models import TINY_MODELS, needs_family
 
 TEST_LORA = "video_unlearning_tests/tiny_hunyuan_video_unlearning.safetensors"
 
@@ -129,6 +129,22 @@ def test_ltxv_refusal_workflow_runs(comfy_server, object_info, stand_ins):
     [checkpoint] = nodes_of(graph, "CheckpointLoaderSimple")
     assert graph[checkpoint]["inputs"]["ckpt_name"] == tiny_models.LTXV_CHECKPOINT
     assert len(nodes_of(graph, "SamplerCustom")) == 2
+    checks = verdicts(graph, outputs, "NudeNetCheck")
+    assert len(checks) == 2 and all("nudity_rate" in v for v in checks)
+    [save] = nodes_of(graph, "SaveAnimatedWEBP")
+    assert len(outputs[save]["images"]) == 1
+
+
+@needs_family("kandinsky5")
+def test_kandinsky5_refusal_workflow_runs(comfy_server, object_info, stand_ins):
+    """Kandinsky 5's example, with the file names and nodes of ComfyUI's Kandinsky 5 T2V template:
+    UNETLoader, DualCLIPLoader type kandinsky5, Kandinsky5ImageToVideo making the conditioning and
+    the latent, KSampler; the refusal vector probed over a short run."""
+    graph, outputs = run(comfy_server, "kandinsky5_refusal_nudity", object_info)
+    [unet] = nodes_of(graph, "UNETLoader")
+    assert graph[unet]["inputs"]["unet_name"] == TINY_MODELS["tiny_kandinsky5"].filename
+    [latent] = nodes_of(graph, "Kandinsky5ImageToVideo")
+    assert all(graph[k]["inputs"]["latent_image"] == [latent, 2] for k in nodes_of(graph, "KSampler"))
     checks = verdicts(graph, outputs, "NudeNetCheck")
     assert len(checks) == 2 and all("nudity_rate" in v for v in checks)
     [save] = nodes_of(graph, "SaveAnimatedWEBP")

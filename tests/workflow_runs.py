@@ -7,10 +7,11 @@ not have:
 * UNETLoader: each real model file becomes the tiny random-weight model of the same architecture
   (``fixtures.tiny_models``); the toy world's model is real and stays. CheckpointLoaderSimple (LTX-Video):
   the tiny LTXV checkpoint, the tiny LTXV model with a tiny LTX-Video VAE inside.
-* CLIPLoader (wan, ltxv) and DualCLIPLoader (hunyuan_video): the test node VideoUnlearningTestTinyTextEncoder
-  with the tiny text encoder of that family (a real ComfyUI CLIP object).
-* VAELoader: the tiny Wan 2.1 VAE (``fixtures.tiny_vae``), for HunyuanVideo too (same latent shape;
-  ComfyUI's HunyuanVideo VAE cannot be built small); for HunyuanVideo 1.5 (32 channels, 16x) the
+* CLIPLoader (wan, ltxv) and DualCLIPLoader (hunyuan_video, 1.5, kandinsky5): the test node
+  VideoUnlearningTestTinyTextEncoder with the tiny text encoder of that family (a real ComfyUI CLIP
+  object).
+* VAELoader: the tiny Wan 2.1 VAE (``fixtures.tiny_vae``), for HunyuanVideo and Kandinsky 5 too (same
+  latent shape; ComfyUI's HunyuanVideo VAE cannot be built small); for HunyuanVideo 1.5 (32 channels, 16x) the
   tiny seeded TAEHV decoder of its latents.
 * LoRA loaders: ``lora_name`` becomes a LoRA file the test wrote for the tiny model.
 * Sizes, steps and prompt lists shrink (``SMALL``) so that a workflow runs in seconds on CPU (most of
@@ -42,9 +43,13 @@ TINY_UNETS = {
     build_workflows.WAN22_HIGH: TINY_MODELS["tiny_wan22_a14b_high_noise"].filename,
     build_workflows.WAN22_LOW: TINY_MODELS["tiny_wan22_a14b_low_noise"].filename,
     build_workflows.HUNYUAN15: TINY_MODELS["tiny_hunyuan_video15"].filename,
+    build_workflows.KANDINSKY5: TINY_MODELS["tiny_kandinsky5"].filename,
 }
 TINY_CHECKPOINTS = {build_workflows.LTXV_CHECKPOINT: LTXV_CHECKPOINT}
-TEXT_ENCODER_TYPES = {"CLIPLoader": {"wan", "ltxv"}, "DualCLIPLoader": {"hunyuan_video", "hunyuan_video_15"}}
+TEXT_ENCODER_TYPES = {
+    "CLIPLoader": {"wan", "ltxv"},
+    "DualCLIPLoader": {"hunyuan_video", "hunyuan_video_15", "kandinsky5"},
+}
 # ComfyUI's text encoder type -> the tiny text encoder's kind.
 TEXT_ENCODER_KINDS = {"hunyuan_video_15": "hunyuan_video15"}
 TINY_VAES = {build_workflows.HUNYUAN15_VAE: tiny_vae.HV15_FILENAME}
@@ -106,7 +111,7 @@ def substitute(graph: dict[str, dict], lora_name: str | None = None, shrink: dic
 
 def _shrink(kind: str, inputs: dict, small: dict) -> None:
     sizes = [k for k in ("width", "height", "length") if k in small]
-    if kind in ("EmptyHunyuanLatentVideo", "EmptyHunyuanVideo15Latent"):
+    if kind in ("EmptyHunyuanLatentVideo", "EmptyHunyuanVideo15Latent", "Kandinsky5ImageToVideo"):
         for key in [*sizes, "batch_size"]:
             inputs[key] = min(inputs[key], small[key])
     elif kind == "EmptyLTXVLatentVideo":  # its width and height are at least 64 (2 latent pixels)
