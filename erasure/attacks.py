@@ -9,10 +9,11 @@ prompt ([1, L, D]) and ``u`` the attack variable, the attacked conditioning is
 
 where ``s = rms(c)`` over the prompt's non-zero rows, so a step size means the same for every text
 encoder. The attack minimises the erased model's denoising loss on the concept's clips
-(``erasure.objectives.flow_matching_loss``)
+(``erasure.objectives.denoising_loss``)
 
 ``L_atk(u) = E_{x0, sigma, eps} || v_erased(x_t, sigma, c'(u)) - (eps - x0) ||^2``,
-``x_t = (1 - sigma) x0 + sigma eps``,
+``x_t = (1 - sigma) x0 + sigma eps`` (for a k-diffusion model, such as CogVideoX: ``x_t = x0 + sigma
+eps`` and the target eps; ``erasure.objectives.noised_latent`` / ``denoising_target``),
 
 with Adam for a fixed number of steps (``optimise_attack``) or with signed-gradient steps
 (``pgd_step``: the cheap inner loop of adversarial training). ``max_change`` bounds each row of

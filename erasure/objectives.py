@@ -23,18 +23,51 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+# How a model noises a latent (ComfyUI's model_sampling tells which): rectified flow, as Wan,
+# HunyuanVideo, LTX-Video and Kandinsky 5 (``x_t = (1 - sigma) x0 + sigma n``, prediction v = n - x0),
+# or k-diffusion noise levels, as EPS and v-prediction models such as CogVideoX (``x_t = x0 +
+# sigma n``, prediction eps = n). The objectives are linear in the prediction, so both work alike.
+FLOW = "rectified_flow"
+K_DIFFUSION = "k_diffusion"
+PARAMETERISATIONS = (FLOW, K_DIFFUSION)
+
+
+def _per_item(sigma: Tensor, like: Tensor) -> Tensor:
+    return sigma.to(like.dtype).reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def _checked(parameterisation: str) -> str:
+    if parameterisation not in PARAMETERISATIONS:
+        raise ValueError(f"unknown parameterisation {parameterisation!r}: use one of {PARAMETERISATIONS}")
+    return parameterisation
+
+
+def noised_latent(x0: Tensor, noise: Tensor, sigma: Tensor, parameterisation: str = FLOW) -> Tensor:
+    """``x_t = (1 - sigma) x0 + sigma n`` (rectified flow) or ``x_t = x0 + sigma n`` (k-diffusion)."""
+    s = _per_item(sigma, x0)
+    if _checked(parameterisation) == FLOW:
+        return (1 - s) * x0 + s * noise
+    return x0 + s * noise
+
 
 def flow_velocity(x_t: Tensor, denoised: Tensor, sigma: Tensor) -> Tensor:
-    """Velocity of a rectified-flow model from its denoised prediction.
+    """The model's prediction ``(x_t - x0_hat) / sigma`` from its denoised output ``x0_hat``.
 
-    With ``x_t = (1 - sigma) x_0 + sigma * noise`` and ``v = noise - x_0``, the denoised prediction is
-    ``x_0_hat = x_t - sigma * v``, so ``v = (x_t - x_0_hat) / sigma``. ``sigma`` has one entry per
-    batch item and must be positive.
+    For rectified flow (``x_t = (1 - sigma) x0 + sigma n``, ``x0_hat = x_t - sigma v``) it is the
+    velocity v; for k-diffusion noise levels (``x_t = x0 + sigma n``) the same expression is the noise
+    estimate eps. ``sigma`` has one entry per batch item and must be positive.
     """
     if bool((sigma <= 0).any()):
         raise ValueError("flow_velocity needs sigma > 0: the velocity is undefined at the clean latent")
     shape = (-1,) + (1,) * (x_t.ndim - 1)
     return (x_t.float() - denoised.float()) / sigma.float().reshape(shape)
+
+
+def denoising_target(x0: Tensor, noise: Tensor, parameterisation: str = FLOW) -> Tensor:
+    """What ``flow_velocity`` of a perfect denoiser is: ``n - x0`` (rectified flow) or ``n`` (k-diffusion)."""
+    if _checked(parameterisation) == FLOW:
+        return noise.float() - x0.float()
+    return noise.float()
 
 
 def negative_target(v_uncond: Tensor, v_concept: Tensor, eta: float) -> Tensor:
@@ -47,11 +80,12 @@ def unlearning_loss(v_student_concept: Tensor, v_neg: Tensor) -> Tensor:
     return torch.mean((v_student_concept.float() - v_neg.detach().float()) ** 2)
 
 
-def flow_matching_loss(v_pred: Tensor, x0: Tensor, noise: Tensor) -> Tensor:
-    """``L_fm = mean((v(x_t, sigma, c) - (noise - x0))^2)``: the rectified-flow denoising loss, how well
-    a model's velocity at ``x_t = (1 - sigma) x0 + sigma * noise`` points from the clip to the noise.
-    Low on clips the model would make for ``c``; what a prompt attack lowers (``erasure.attacks``)."""
-    return torch.mean((v_pred.float() - (noise.float() - x0.float())) ** 2)
+def denoising_loss(prediction: Tensor, target: Tensor) -> Tensor:
+    """``L_dn = mean((v(x_t, sigma, c) - target)^2)`` with ``target`` from ``denoising_target``: the
+    model's own training loss (rectified flow: ``target = n - x0``), how well its prediction at x_t
+    points from the clip to the noise. Low on clips the model would make for ``c``; what a prompt
+    attack lowers (``erasure.attacks``)."""
+    return torch.mean((prediction.float() - target.float()) ** 2)
 
 
 def preservation_loss(v_student_preserve: Tensor, v_frozen_preserve: Tensor) -> Tensor:

@@ -547,10 +547,3 @@ def train_adapters(
         if on_step is not None:
             on_step(i + 1, values)
     return history
-
-
-def flow_noise(x0: Tensor, noise: Tensor, sigma: Tensor) -> Tensor:
-    """``x_t = (1 - sigma) * x0 + sigma * noise``: a rectified-flow latent at noise level sigma."""
-    shape = (-1,) + (1,) * (x0.ndim - 1)
-    s = sigma.to(x0.dtype).reshape(shape)
-    return (1 - s) * x0 + s * noise

@@ -26,8 +26,8 @@ from ..erasure.attacks import (
     optimise_attack,
     row_scale,
 )
-from ..erasure.objectives import flow_matching_loss
-from ..erasure.training import ConceptMaskCapture, MarkedRow, flow_noise
+from ..erasure.objectives import denoising_loss, denoising_target, noised_latent
+from ..erasure.training import ConceptMaskCapture, MarkedRow
 from . import train_compat
 from .train_nodes import check_latents, draw_training_point
 
@@ -91,6 +91,7 @@ def attack_prompt(
         train_compat.load_for_training(attacked)
         device = attacked.load_device
         sampling = attacked.model.model_sampling
+        parameterisation = train_compat.parameterisation(attacked)
         with torch.no_grad():
             x0_all = attacked.model.process_latent_in(latents["samples"].detach().clone().float()).to(device)
         rows0 = cond.detach().clone().float().to(device)
@@ -104,8 +105,10 @@ def attack_prompt(
         def loss_for(rows: torch.Tensor, draw) -> torch.Tensor:
             x0, noise, sigma = draw
             prompt.conds = train_compat.model_conds(attacked, entry, x0.shape, device, cross_attn=rows)
-            velocity.x_t, velocity.sigma = flow_noise(x0, noise, sigma), sigma
-            return flow_matching_loss(velocity.forward([_ATTACK_KEY]), x0, noise)
+            velocity.x_t, velocity.sigma = noised_latent(x0, noise, sigma, parameterisation), sigma
+            return denoising_loss(
+                velocity.forward([_ATTACK_KEY]), denoising_target(x0, noise, parameterisation)
+            )
 
         def rows_for(u: torch.Tensor) -> torch.Tensor:
             return attacked_rows(rows0, u.to(device), scale, settings.mode)

@@ -119,13 +119,24 @@ VARIANTS: dict[str, Variant] = {
     # (``pooled_text_embeddings``). Kandinsky5Image (the 2560-wide text-to-image model) is left out:
     # an image model, and too wide to be built tiny and tested here.
     "Kandinsky5": Variant("kandinsky5", "kandinsky5", "Kandinsky 5"),
+    # CogVideoX 1.0 / 1.5 (ComfyUI 0.33 and later): T5-XXL rows (226, padding included: its T5
+    # runs without an attention mask) through ``patch_embed.text_proj`` into a joint [text, video]
+    # sequence; every later layer is shared by text and video tokens. CogVideoX_Inpaint (VOID) is
+    # left out.
+    "CogVideoX_T2V": Variant("cogvideox_t2v", "cogvideox", "CogVideoX T2V"),
+    "CogVideoX_I2V": Variant(
+        "cogvideox_i2v",
+        "cogvideox",
+        "CogVideoX I2V",
+        "ComfyUI builds its image channels from a latent image, which the trainer does not pass to the model",
+    ),
 }
 ARCHITECTURES = {config: variant.name for config, variant in VARIANTS.items()}
 SUPPORTED_TEXT = (
     "Wan 2.1 T2V/I2V (1.3B, 14B), Wan 2.2 5B, Wan 2.2 A14B experts, the Wan variants with Wan's text "
     "path (VACE, Fun Control, Fun Camera 2.1/2.2, HuMo, S2V, Animate, Animate 2, Causal AR T2V, SCAIL, "
     "SCAIL-2, WanDancer, where your ComfyUI has them), HunyuanVideo, HunyuanVideo I2V, SkyReels I2V, "
-    "HunyuanVideo 1.5 (T2V/I2V), LTX-Video 0.9, Kandinsky 5 video (T2V/I2V)"
+    "HunyuanVideo 1.5 (T2V/I2V), LTX-Video 0.9, Kandinsky 5 video (T2V/I2V), CogVideoX (T2V/I2V)"
 )
 
 WAN_TARGETS = ("cross_attn.k", "cross_attn.v")
@@ -151,7 +162,12 @@ TEXT_INPUT = {
     "hunyuan_video": "txt_in.input_embedder",
     "hunyuan_video15": "txt_in.input_embedder",
     "kandinsky5": "text_embeddings.in_layer",
+    "cogvideox": "patch_embed.text_proj",
 }
+# Families whose only text-only layer is the projection of the text encoder's rows into a joint
+# [text, video] sequence (every later layer is shared): the edit goes on that projection's input,
+# the encoder's rows themselves (no denoising pass).
+TEXT_ROW_FAMILIES = ("cogvideox",)
 NO_BLOCK = -1  # block index of a layer outside the blocks: edited whatever blocks are chosen
 # Latent probed for HunyuanVideo's text stream: 5 frames of 128 x 128 pixels (128 video tokens);
 # HunyuanVideo 1.5's VAE is 16x spatially and its patch 1x1x1: 5 frames of 128 x 128 as well.
@@ -238,10 +254,18 @@ def text_path_problem(dm, family: str) -> str | None:
     (it has none). LTX-Video: ``caption_projection`` (Linear, GELU, Linear) ending at the model
     width, every block's ``attn2.to_k`` / ``.to_v`` taking that width, and no timestep modulation
     of the text in the cross attention (``cross_attention_adaln``, which newer LTX models use).
+    CogVideoX: ``patch_embed.text_proj`` ending at the model width (its only text-only layer).
     Kandinsky 5: ``text_embeddings.in_layer`` and ``pooled_text_embeddings.in_layer`` (the text
     rows' and the pooled vector's entries), every visual block's ``cross_attention.to_key`` /
     ``.to_value`` taking the model width.
     """
+    if family == "cogvideox":
+        width = getattr(dm, "dim", None)
+        if not isinstance(width, int) or not getattr(dm, "blocks", None):
+            return "no CogVideoX blocks"
+        if _out_width(dm, TEXT_INPUT["cogvideox"]) != width:
+            return f"no {TEXT_INPUT['cogvideox']} ending at the model width {width}"
+        return None
     if family == "kandinsky5":
         width = getattr(dm, "model_dim", None)
         blocks = getattr(dm, "visual_transformer_blocks", None)
@@ -352,6 +376,8 @@ def detect_architecture(model) -> Architecture:
         return Architecture(variant.name, variant.family, dm.hidden_size, len(dm.double_blocks), config)
     if variant.family == "ltxv":
         return Architecture(variant.name, variant.family, dm.inner_dim, len(dm.transformer_blocks), config)
+    if variant.family == "cogvideox":
+        return Architecture(variant.name, variant.family, dm.dim, len(dm.blocks), config)
     if variant.family == "kandinsky5":
         blocks = len(dm.visual_transformer_blocks)
         return Architecture(variant.name, variant.family, dm.model_dim, blocks, config)
@@ -371,7 +397,11 @@ def site_specs(arch: Architecture) -> list[SiteSpec]:
     changes with the timestep, through their modulation), one site read at block 0's
     cross_attention.to_key and feeding every visual block's to_key and to_value (all read the same
     context), plus the pooled CLIP-L vector's entry into the time embedding (pooled_text_embeddings),
-    which modulates every block."""
+    which modulates every block. CogVideoX: one site, the T5-XXL rows themselves, edited at
+    ``patch_embed.text_proj`` (outside the blocks): after it the text joins the video in layers
+    both share, where an input-side edit would move the video tokens too."""
+    if arch.family == "cogvideox":
+        return [SiteSpec("text", ((NO_BLOCK, TEXT_INPUT["cogvideox"]),))]
     if arch.family == "kandinsky5":
         modules = tuple(
             (i, f"visual_transformer_blocks.{i}.{t}")
@@ -468,11 +498,17 @@ def wan_context(
     weights = current_weights(model, [first, last])
     (w0, b0), (w2, b2) = weights[first], weights[last]
     activation = dm.get_submodule(act)
-    out = []
-    for conditioning, real in conditionings:
-        rows = conditioning[0][0][0][real].to(device="cpu", dtype=torch.float32)
-        out.append([F.linear(activation(F.linear(rows, w0, b0)), w2, b2)])
-    return out
+    return [[F.linear(activation(F.linear(rows, w0, b0)), w2, b2)] for (rows,) in text_rows(conditionings)]
+
+
+def text_rows(conditionings: Sequence[tuple[list, Tensor]]) -> list[list[Tensor]]:
+    """The text encoder's real rows of each prompt in float32 on the CPU (the site of a family in
+    ``TEXT_ROW_FAMILIES``, and what ``wan_context`` projects). Returns activations[prompt][0] =
+    [T_real, text width]."""
+    return [
+        [conditioning[0][0][0][real].to(device="cpu", dtype=torch.float32)]
+        for conditioning, real in conditionings
+    ]
 
 
 def _capture_wrapper(modules: Sequence[str], store: dict[str, list[Tensor]]) -> Callable:

@@ -49,6 +49,8 @@ def site_activations(model, clip, prompts: list[str], probe_steps: int) -> dict:
     encoded = [compat.encode(clip, text) for text in prompts]
     if arch.family in compat.CONTEXT_PROJECTIONS:
         return {"context": compat.wan_context(model, encoded, arch.family)}
+    if arch.family in compat.TEXT_ROW_FAMILIES:
+        return {"text": compat.text_rows(encoded)}
     return compat.sampled_inputs(
         model, encoded, compat.site_specs(arch), probe_steps, PROBE_SEED, compat.PROBE_LATENTS[arch.family]
     )

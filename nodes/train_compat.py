@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from ..erasure.masks import common_prefix_length, concept_words, find_concept_positions, strip_template
-from ..erasure.objectives import flow_velocity
+from ..erasure.objectives import FLOW, K_DIFFUSION, flow_velocity
 from ..erasure.training import (
     AdapterSet,
     AdapterTarget,
@@ -53,22 +53,25 @@ TEXT_STREAM = {
     "hunyuan_video15": "qwen25_7b",
     "ltxv": "t5xxl",
     "kandinsky5": "qwen25_7b",
+    "cogvideox": "t5xxl",
 }
 # Caption style of the prompts the trainer writes itself (``erasure.prompt_augment``): HunyuanVideo
 # 1.5's encoder template asks for long descriptions (content, objects, actions, setting, camera),
 # LTX-Video's prompt guide long, detailed ones too, and Kandinsky 5's template (camera, location,
-# characters, actions, style).
+# characters, actions, style); CogVideoX was trained on long captions.
 PROMPT_STYLE = {
     "wan": "wan",
     "hunyuan_video": "hunyuan_video",
     "hunyuan_video15": "wan",
     "ltxv": "wan",
     "kandinsky5": "wan",
+    "cogvideox": "wan",
 }
 # Spatial downscaling of the family's VAE (Wan 2.2 5B's is 16x: see ``latent_downscale``; LTX-Video's
 # model says its own VAE's, ``vae_scale_factors``).
-_VAE_DOWNSCALE = {"wan": 8, "hunyuan_video": 8, "hunyuan_video15": 16, "kandinsky5": 8}
-_VAE_FRAMES = 4  # frames per latent frame (after the first) of the Wan and HunyuanVideo VAEs (Kandinsky 5's)
+_VAE_DOWNSCALE = {"wan": 8, "hunyuan_video": 8, "hunyuan_video15": 16, "kandinsky5": 8, "cogvideox": 8}
+# frames per latent frame (after the first) of the Wan and HunyuanVideo VAEs (Kandinsky 5's), CogVideoX's
+_VAE_FRAMES = 4
 
 
 # --- architecture ---------------------------------------------------------------------------------
@@ -122,11 +125,20 @@ def adapter_targets(diffusion_model: nn.Module, family: str, preset: str) -> lis
     and ``cross_attention`` (its to_key/to_value read the text) ``{to_query,to_key,to_value,
     out_layer}``; with ffn, ``feed_forward.in_layer`` and ``.out_layer``. The text transformer
     blocks get none, as Wan's text_embedding gets none: the concept mask localises the video tokens.
+    CogVideoX: ``blocks.i.{q,k,v,attn_out}`` (with ffn, ``ff_proj`` and ``ff_out``), each run on the
+    joint [text, video] sequence.
     """
     if preset not in TARGET_PRESETS:
         raise ValueError(f"unknown target modules {preset!r}: use one of {', '.join(TARGET_PRESETS)}")
     ffn = preset == "attention+ffn"
     targets: list[AdapterTarget] = []
+    if family == "cogvideox":
+        names = ("q", "k", "v", "attn_out", *(("ff_proj", "ff_out") if ffn else ()))
+        return [
+            AdapterTarget(f"blocks.{i}.{name}", f"blocks.{i}", "joint")
+            for i in range(len(diffusion_model.blocks))
+            for name in names
+        ]
     if family == "kandinsky5":
         for i in range(len(diffusion_model.visual_transformer_blocks)):
             block = f"visual_transformer_blocks.{i}"
@@ -190,7 +202,7 @@ def block_modules(diffusion_model: nn.Module, family: str) -> dict[str, nn.Modul
         }
     if family == "ltxv":
         return {f"transformer_blocks.{i}": b for i, b in enumerate(diffusion_model.transformer_blocks)}
-    if family == "wan":
+    if family in ("wan", "cogvideox"):
         return {f"blocks.{i}": b for i, b in enumerate(diffusion_model.blocks)}
     blocks = {f"double_blocks.{i}": b for i, b in enumerate(diffusion_model.double_blocks)}
     blocks.update({f"single_blocks.{i}": b for i, b in enumerate(diffusion_model.single_blocks)})
@@ -200,9 +212,9 @@ def block_modules(diffusion_model: nn.Module, family: str) -> dict[str, nn.Modul
 def inplace_updated_norms(diffusion_model: nn.Module, family: str) -> list[nn.Module]:
     """Norm layers whose input the block then updates in place (``img += ...`` in HunyuanVideo's
     double and single blocks): under autograd they must save a copy (``erasure.training.cloned_inputs``).
-    None for Wan and Kandinsky 5, whose blocks never change their inputs, and for LTX-Video, whose
+    None for Wan, Kandinsky 5 and CogVideoX, whose blocks never change their inputs, and for LTX-Video, whose
     norms are functional (see ``saves_inputs_updated_in_place``)."""
-    if family in ("wan", "ltxv", "kandinsky5"):
+    if family in ("wan", "ltxv", "kandinsky5", "cogvideox"):
         return []
     norms = [
         getattr(block, name)
@@ -223,10 +235,33 @@ def saves_inputs_updated_in_place(family: str) -> bool:
 def text_first(diffusion_model: nn.Module, family: str) -> bool:
     """Whether the joint [text, video] sequence of the HunyuanVideo blocks puts the text first:
     ComfyUI 0.3.x builds HunyuanVideo's double blocks with ``flipped_img_txt`` (video first), newer
-    ComfyUI always puts the text first. False for Wan and LTX-Video (no joint sequence)."""
+    ComfyUI always puts the text first. CogVideoX's joint sequence always has the text first; False
+    for Wan, LTX-Video and Kandinsky 5 (no joint sequence)."""
+    if family == "cogvideox":
+        return True
     if family not in comfy_compat.HUNYUAN_FAMILIES:
         return False
     return not getattr(diffusion_model.double_blocks[0], "flipped_img_txt", False)
+
+
+def parameterisation(model) -> str:
+    """How the MODEL noises a latent, from its ComfyUI ``model_sampling``: ``FLOW`` (CONST: Wan,
+    HunyuanVideo, LTX-Video, Kandinsky 5) or ``K_DIFFUSION`` (EPS and its v-prediction kinds,
+    ``x_t = x0 + sigma n``: CogVideoX's V_PREDICTION_DDPM); ValueError for another."""
+    import comfy.model_sampling as sampling
+
+    found = model.model.model_sampling
+    if isinstance(found, sampling.CONST):
+        return FLOW
+    k_diffusion = tuple(
+        getattr(sampling, name) for name in ("EPS", "V_PREDICTION_DDPM") if hasattr(sampling, name)
+    )
+    if isinstance(found, k_diffusion):
+        return K_DIFFUSION
+    raise ValueError(
+        f"this MODEL's sampling ({type(found).__name__}) is neither rectified flow nor k-diffusion noise "
+        "levels; the trainer and the attack cannot noise its latents"
+    )
 
 
 def latent_downscale(model, family: str) -> int:
@@ -249,11 +284,13 @@ def latent_frames(model, family: str, length: int) -> int:
 
 
 def latent_geometry(model) -> tuple[int, tuple[int, int, int]]:
-    """(latent channels, patch size (t, h, w)) of a Wan / HunyuanVideo / LTX-Video MODEL (LTX-Video's
-    patch size is its patchifier's)."""
+    """(latent channels, patch size (t, h, w)) of a MODEL (LTX-Video's patch size is its
+    patchifier's; CogVideoX's is one spatial size, with ``patch_size_t`` frames or 1)."""
     dm = model.model.diffusion_model
     patcher = getattr(dm, "patchifier", None)
     patch = patcher.patch_size if patcher is not None else dm.patch_size
+    if isinstance(patch, int):
+        patch = (getattr(dm, "patch_size_t", None) or 1, patch, patch)
     return int(model.model.latent_format.latent_channels), tuple(int(p) for p in patch)
 
 

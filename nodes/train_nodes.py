@@ -28,13 +28,12 @@ from comfy_api.latest import io
 from ..erasure import checks
 from ..erasure.attacks import attacked_rows, pgd_step, row_scale
 from ..erasure.lora_format import build_lora, json_list, pack_version
-from ..erasure.objectives import flow_matching_loss
+from ..erasure.objectives import denoising_loss, denoising_target, noised_latent
 from ..erasure.prompt_augment import STYLES, augment_prompts
 from ..erasure.training import (
     ConceptMaskCapture,
     LossWeights,
     MarkedRow,
-    flow_noise,
     predict_grouped,
     train_adapters,
     unlearning_step,
@@ -49,7 +48,14 @@ AUGMENTED_PROMPTS = 16
 MAX_SIGMA_PERCENT = 0.99  # never sigma = 0, where the velocity is undefined
 # HunyuanVideo's guidance is embedded (6.0); HunyuanVideo 1.5 samples with real CFG (ComfyUI's template: 6),
 # LTX-Video too (ComfyUI's LTX-Video template: 3).
-SAMPLING_CFG = {"wan": 5.0, "hunyuan_video": 1.0, "hunyuan_video15": 6.0, "ltxv": 3.0, "kandinsky5": 5.0}
+SAMPLING_CFG = {
+    "wan": 5.0,
+    "hunyuan_video": 1.0,
+    "hunyuan_video15": 6.0,
+    "ltxv": 3.0,
+    "kandinsky5": 5.0,
+    "cogvideox": 6.0,
+}
 
 
 def split_lines(text: str) -> list[str]:
@@ -135,13 +141,14 @@ def check_latents(samples: torch.Tensor, channels: int, patch: tuple[int, int, i
             f"[batch, {channels}, frames, height, width]. Make them with this model (e.g. "
             "EmptyHunyuanLatentVideo + KSampler for Wan 2.1 and HunyuanVideo, Wan22ImageToVideoLatent "
             "for Wan 2.2 5B, EmptyHunyuanVideo15Latent for HunyuanVideo 1.5, EmptyLTXVLatentVideo for "
-            "LTX-Video, Kandinsky5ImageToVideo or EmptyHunyuanLatentVideo for Kandinsky 5)."
+            "LTX-Video, Kandinsky5ImageToVideo or EmptyHunyuanLatentVideo for Kandinsky 5, "
+            "EmptyHunyuanLatentVideo for CogVideoX)."
         )
     b, c, t, h, w = samples.shape
     if c != channels:
         raise ValueError(
             f"latents have {c} channels but this model's latents have {channels} "
-            "(Wan 2.1, HunyuanVideo and Kandinsky 5: 16, HunyuanVideo 1.5: 32, Wan 2.2 5B: 48, "
+            "(Wan 2.1, HunyuanVideo, Kandinsky 5 and CogVideoX: 16, HunyuanVideo 1.5: 32, Wan 2.2 5B: 48, "
             "LTX-Video: 128): they come from another model or VAE."
         )
     checks.require_finite({"samples": samples}, "the latents", "make them again with this model")
@@ -288,6 +295,7 @@ def _train(model, settings: TrainSettings, family, prompt_sets, x0_all, patch, n
     device = trainee.load_device
     dm = trainee.model.diffusion_model
     sampling = trainee.model.model_sampling
+    parameterisation = train_compat.parameterisation(trainee)
 
     marker = MarkedRow()
     capture = ConceptMaskCapture(settings.mask_threshold, marker)
@@ -310,14 +318,18 @@ def _train(model, settings: TrainSettings, family, prompt_sets, x0_all, patch, n
     def predict(group, marked):
         return predict_grouped(velocity.forward, group, velocity.signature, marker, marked)
 
-    adversary = _Adversary(trainee, velocity, settings, x0_all.shape) if settings.adversarial_steps else None
+    adversary = (
+        _Adversary(trainee, velocity, settings, x0_all.shape, parameterisation)
+        if settings.adversarial_steps
+        else None
+    )
 
     def step(i: int):
         train_compat.throw_if_cancelled()
         c = ("c", int(torch.randint(len(concepts), (1,), generator=generator)))
         p = ("p", int(torch.randint(len(preserves), (1,), generator=generator))) if preserves else None
         x0, noise, sigma = draw_training_point(x0_all, sampling, generator)
-        velocity.x_t = flow_noise(x0, noise, sigma).to(device)
+        velocity.x_t = noised_latent(x0, noise, sigma, parameterisation).to(device)
         velocity.sigma = sigma.to(device)
         capture.concept_index = prompts[c].concept_rows
         capture.text_len = prompts[c].text_len
@@ -358,8 +370,9 @@ class _Adversary:
     Each concept prompt's ``u`` carries over to its next step (a warm start: the attack keeps
     strengthening as the LoRA learns), bounded by ``adversarial_max_change`` per row."""
 
-    def __init__(self, model, velocity, settings: TrainSettings, latent_shape) -> None:
+    def __init__(self, model, velocity, settings: TrainSettings, latent_shape, parameterisation: str) -> None:
         self.model, self.velocity, self.settings = model, velocity, settings
+        self.parameterisation = parameterisation
         self.latent_shape = latent_shape
         self.device = model.load_device
         self.state: dict = {}
@@ -383,10 +396,11 @@ class _Adversary:
                 self.model, entry, self.latent_shape, self.device, cross_attn=rows
             )
 
+        target = denoising_target(x0, noise, self.parameterisation)
         for _ in range(self.settings.adversarial_steps):
             u = u.detach().requires_grad_(True)
             use(u)
-            loss = flow_matching_loss(self.velocity.forward([key]), x0, noise)
+            loss = denoising_loss(self.velocity.forward([key]), target)
             u = pgd_step(loss, u, self.settings.adversarial_step_size, self.settings.adversarial_max_change)
         self.state[concept_key] = u
         with torch.no_grad():

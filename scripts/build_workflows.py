@@ -58,6 +58,11 @@ LTXV_NEGATIVE = (
 # builder citing that template reads; the template file itself was not available here): UNETLoader,
 # Qwen2.5-VL + CLIP-L through DualCLIPLoader with type kandinsky5, HunyuanVideo's VAE.
 KANDINSKY5 = "kandinsky5lite_t2v_sft_5s.safetensors"
+# CogVideoX (ComfyUI 0.33): no ComfyUI template for its native nodes was found, so these file names
+# are ours (the 5B model and its VAE in bf16); T5-XXL is the file ComfyUI's LTX-Video and SD3
+# examples use, loaded with CLIPLoader's type cogvideox (226-token padding).
+COGVIDEOX = "cogvideox_5b_bf16.safetensors"
+COGVIDEOX_VAE = "cogvideox_vae_bf16.safetensors"
 # The LoRA workflow 2 saves (UnlearnSaveLoRA numbers it) and a HunyuanVideo one for workflow 3.
 HUNYUAN_LORA = "unlearning/hunyuan_video_nudity_00001_.safetensors"
 # Group colours (from the canvas's own palette).
@@ -85,9 +90,6 @@ class Definition:
         if band is not None:
             self.bands[node_id] = band
         return node_id
-
-    def node_types(self) -> set[str]:
-        return {node["class_type"] for node in self.graph.values()}
 
     def group(self, title: str, members: list[str], colour: str) -> None:
         self.groups.append((title, members, colour))
@@ -406,6 +408,29 @@ def kandinsky5_refusal_nudity() -> Definition:
     )
 
 
+def cogvideox_refusal_nudity() -> Definition:
+    """Workflow 10: CogVideoX 5B T2V with the nudity refusal vector (estimated on the T5-XXL rows and
+    removed at patch_embed.text_proj, the only layer that sees the text alone); the same prompt and
+    seed sampled by the original and the erased model at CogVideoX's own defaults (720 x 480, 49
+    frames, 50 steps, cfg 6, 8 fps), both checked with NudeNet, side by side. Needs ComfyUI 0.33."""
+    d = Definition()
+    sampler = dict(seed=42, steps=50, cfg=6.0, sampler_name="euler", scheduler="simple", denoise=1.0)
+    unet = d.add("UNETLoader", unet_name=COGVIDEOX, weight_dtype="default")
+    clip = d.add("CLIPLoader", clip_name=T5XXL, type="cogvideox")
+    vae = d.add("VAELoader", vae_name=COGVIDEOX_VAE, column=5)
+    return original_vs_erased(
+        d,
+        unet,
+        clip,
+        vae,
+        negative_text="",
+        latent=("EmptyHunyuanLatentVideo", dict(width=720, height=480, length=49, batch_size=1)),
+        sample=ksampler(sampler),
+        fps=8.0,
+        prefix="video_unlearning/cogvideox_original_vs_erased",
+    )
+
+
 def wan22_a14b_refusal_both_experts() -> Definition:
     """Workflow 4: Wan 2.2 A14B T2V with the nudity refusal vector estimated and applied in each
     expert (each has its own text embedding), sampled with the usual two-stage KSamplerAdvanced."""
@@ -697,13 +722,32 @@ WORKFLOWS = {
     "ltxv_refusal_nudity": ltxv_refusal_nudity,
     "wan21_t2v_attack_refusal_nudity": wan21_t2v_attack_refusal_nudity,
     "kandinsky5_refusal_nudity": kandinsky5_refusal_nudity,
+    "cogvideox_refusal_nudity": cogvideox_refusal_nudity,
 }
 DEMO_WORKFLOW = "toy_world_erasure"
 
 
+# Combo inputs whose options name what a ComfyUI version supports (not files): a text encoder type.
+VERSIONED_OPTIONS = ("type",)
+
+
 def missing_nodes(name: str, object_info: dict) -> list[str]:
-    """The node types workflow ``name`` uses that this ComfyUI does not have (Kandinsky 5's before 0.33)."""
-    return sorted(WORKFLOWS[name]().node_types() - set(object_info))
+    """What workflow ``name`` uses that this ComfyUI does not have: node types (Kandinsky 5's before
+    0.33) and options of ``VERSIONED_OPTIONS`` inputs (CLIPLoader's type cogvideox), as
+    ``Class`` or ``Class.input=value``."""
+    graph = WORKFLOWS[name]().graph
+    missing = {node["class_type"] for node in graph.values()} - set(object_info)
+    for node in graph.values():
+        info = object_info.get(node["class_type"])
+        if info is None:
+            continue
+        specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        for key in VERSIONED_OPTIONS:
+            value = node["inputs"].get(key)
+            options = workflow_format.combo_options(specs[key]) if key in specs else None
+            if isinstance(value, str) and options is not None and value not in options:
+                missing.add(f"{node['class_type']}.{key}={value}")
+    return sorted(missing)
 
 
 def build(object_info: dict) -> dict[str, dict]:

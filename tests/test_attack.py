@@ -158,7 +158,7 @@ def test_attack_differentiates_the_erased_weights_not_the_original_ones(comfy):
     not the original model's: the attack runs on the erasure it is meant to test."""
     import comfy.model_management
 
-    from video_unlearning.erasure.objectives import flow_matching_loss
+    from video_unlearning.erasure.objectives import denoising_loss
     from video_unlearning.nodes.attack_nodes import EVALUATION_DRAWS, _draw
     from video_unlearning.nodes.refusal_nodes import UnlearnRefusalApply, UnlearnRefusalEstimate
 
@@ -188,7 +188,7 @@ def test_attack_differentiates_the_erased_weights_not_the_original_ones(comfy):
                 x0, noise, sigma = _draw(x0_all, m.model.model_sampling, generator, "cpu")
                 x_t = (1 - sigma) * x0 + sigma * noise
                 denoised = m.model.apply_model(x_t, sigma, c_crossattn=positive[0][0])
-                total += float(flow_matching_loss((x_t - denoised) / sigma, x0, noise))
+                total += float(denoising_loss((x_t - denoised) / sigma, noise - x0))
         return total / EVALUATION_DRAWS
 
     erased_loss, original_loss = own_loss(erased), own_loss(model)
@@ -241,7 +241,7 @@ def test_attack_bad_inputs_get_clear_errors(comfy):
 # --- UnlearnTrainLoRA's robust option (adversarial training) --------------------------------------------
 
 
-@pytest.mark.parametrize("family", ["wan", "hunyuan_video", "ltxv", "kandinsky5"])
+@pytest.mark.parametrize("family", ["wan", "hunyuan_video", "ltxv", "kandinsky5", "cogvideox"])
 def test_robust_training_trains_and_its_lora_round_trips_through_the_stock_loader(comfy, family):
     """adversarial_steps > 0: the inner attack runs before each step (also through the in-place blocks
     of HunyuanVideo and LTX-Video), the LoRA differs from plain training's, and LoraModelLoader gives

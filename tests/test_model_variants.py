@@ -567,6 +567,49 @@ def test_kandinsky5_is_its_own_family_with_a_probed_context_site_a_pooled_site_a
     assert train_compat.inplace_updated_norms(dm, "kandinsky5") == []
 
 
+# --- CogVideoX ----------------------------------------------------------------------------------
+
+
+@needs_family("cogvideox")
+def test_cogvideox_is_its_own_family_edited_at_its_text_projection_and_trained_as_k_diffusion(comfy):
+    """CogVideoX (in TINY_MODELS, on a ComfyUI that has it) is detected by its config class and its
+    text path: the T5-XXL rows through patch_embed.text_proj into the joint [text, video] sequence.
+    One site, the rows themselves (no probe run), edited at text_proj outside the blocks; the
+    trainer takes it as a k-diffusion model (v-prediction, x_t = x0 + sigma n), text first in each
+    block's joint attention, adapters on the joint projections; I2V is refused for training."""
+    from video_unlearning.erasure.objectives import K_DIFFUSION
+    from video_unlearning.nodes import comfy_compat as compat
+    from video_unlearning.nodes import train_compat
+
+    model = load_model("tiny_cogvideox")
+    arch = compat.detect_architecture(model)
+    assert (arch.name, arch.family, arch.width, arch.num_blocks, arch.config) == (
+        "cogvideox_t2v",
+        "cogvideox",
+        256,
+        2,
+        "CogVideoX_T2V",
+    )
+    (spec,) = compat.site_specs(arch)
+    assert spec.name == "text" and not spec.per_step
+    assert spec.modules == ((compat.NO_BLOCK, "patch_embed.text_proj"),)
+    assert "cogvideox" in compat.TEXT_ROW_FAMILIES and "cogvideox" not in compat.PROBED_FAMILIES
+    assert train_compat.supported_architecture(model, "Unlearn: Train LoRA").name == "cogvideox_t2v"
+    assert train_compat.parameterisation(model) == K_DIFFUSION
+    dm = model.model.diffusion_model
+    targets = train_compat.adapter_targets(dm, "cogvideox", "attention+ffn")
+    assert [(t.name, t.block, t.tokens) for t in targets] == [
+        (f"blocks.{i}.{name}", f"blocks.{i}", "joint")
+        for i in range(2)
+        for name in ("q", "k", "v", "attn_out", "ff_proj", "ff_out")
+    ]
+    assert len(train_compat.adapter_targets(dm, "cogvideox", "attention")) == 2 * 4
+    assert train_compat.latent_geometry(model) == (16, (1, 2, 2))
+    assert [train_compat.latent_frames(model, "cogvideox", n) for n in (1, 5, 49)] == [1, 2, 13]
+    assert train_compat.text_first(dm, "cogvideox") is True
+    assert "image channels" in compat.VARIANTS["CogVideoX_I2V"].untrainable
+
+
 # --- models that are not accepted -------------------------------------------------------------
 
 

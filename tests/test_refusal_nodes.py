@@ -166,8 +166,11 @@ def test_apply_patches_each_chosen_layer_with_the_closed_form_edit(comfy, name):
     family = TINY_MODELS[name].family
     # Wan: k and v per block; HunyuanVideo: txt_attn.qkv and txt_mlp.0 per block, plus vector_in;
     # HunyuanVideo 1.5 has no pooled vector; Kandinsky 5: to_key and to_value per visual block, plus
-    # pooled_text_embeddings.
-    assert len(modules) == 2 * blocks + (family in ("hunyuan_video", "kandinsky5"))
+    # pooled_text_embeddings; CogVideoX: patch_embed.text_proj alone.
+    if family == "cogvideox":
+        assert modules == ["patch_embed.text_proj"]
+    else:
+        assert len(modules) == 2 * blocks + (family in ("hunyuan_video", "kandinsky5"))
     assert sorted(patched.patches) == sorted(f"diffusion_model.{m}.weight" for m in modules)
     assert model.patches == {}  # the incoming MODEL is not patched
     assert not any("_img" in key or "ffn" in key for key in patched.patches)  # not k_img / v_img, not ffn
@@ -243,7 +246,7 @@ def test_held_out_prompts_are_suppressed_and_velocity_moves_toward_safe(
 
 
 @pytest.mark.parametrize(
-    "name", ["tiny_hunyuan_video", "tiny_hunyuan_video15", "tiny_ltxv", "tiny_kandinsky5"]
+    "name", ["tiny_hunyuan_video", "tiny_hunyuan_video15", "tiny_ltxv", "tiny_kandinsky5", "tiny_cogvideox"]
 )
 def test_hunyuan_velocity_moves_toward_safe_on_held_out_prompts(comfy, name):
     """HunyuanVideo and 1.5 with their stand-in encoders: the layer-level suppression is out of
@@ -362,6 +365,17 @@ def test_kandinsky5_cross_attention_kv_and_pooled_inputs_carry_the_whole_velocit
     assert 0.03 < min(pooled_only) and max(pooled_only) < 0.2, pooled_only
 
 
+@needs_family("cogvideox")
+def test_cogvideox_text_projection_input_carries_the_whole_velocity_difference(comfy):
+    """CogVideoX's edited layer: ``patch_embed.text_proj``, its only text-only layer (after it the
+    text joins the video in a joint sequence whose attention and feed-forward both share). Feeding
+    the unsafe prompt's run the safe prompt's T5 rows there gives the safe prompt's velocity: it
+    carries all of the difference, as the model's only text entry must."""
+    name = "tiny_cogvideox"
+    model, clip = load_model(name), load_clip(name)
+    assert min(swapped_input_share(model, clip, ["patch_embed.text_proj"], 16)) > 0.999
+
+
 def test_hunyuan15_quoted_text_adds_byt5_rows_that_the_estimate_leaves_out(comfy):
     """A prompt with quoted text gets byT5 glyph rows ahead of its Qwen rows in the text stream; the
     estimate reads the prompt's own rows only (the glyph stream renders the quoted words as
@@ -426,7 +440,15 @@ def test_a_large_contrast_weight_keeps_neutral_prompts_within_two_percent(comfy,
 
 
 @pytest.mark.parametrize(
-    "name", ["tiny_wan21_i2v", "tiny_hunyuan_video", "tiny_hunyuan_video15", "tiny_ltxv", "tiny_kandinsky5"]
+    "name",
+    [
+        "tiny_wan21_i2v",
+        "tiny_hunyuan_video",
+        "tiny_hunyuan_video15",
+        "tiny_ltxv",
+        "tiny_kandinsky5",
+        "tiny_cogvideox",
+    ],
 )
 def test_incoming_model_untouched_and_original_sampling_bit_identical(comfy, name):
     import comfy.model_management
@@ -461,6 +483,9 @@ def test_incoming_model_untouched_and_original_sampling_bit_identical(comfy, nam
         ("tiny_kandinsky5", torch.float16, 2e-3),
         ("tiny_kandinsky5", torch.bfloat16, 1e-2),
         ("tiny_kandinsky5", torch.float8_e4m3fn, 0.1),
+        ("tiny_cogvideox", torch.float16, 2e-3),
+        ("tiny_cogvideox", torch.bfloat16, 1e-2),
+        ("tiny_cogvideox", torch.float8_e4m3fn, 0.1),
     ],
 )
 def test_low_precision_weights_get_the_edit_computed_in_fp32(comfy, name, dtype, tolerance):
@@ -489,7 +514,8 @@ def test_low_precision_weights_get_the_edit_computed_in_fp32(comfy, name, dtype,
         q = site.basis
         for _, module in site.modules:
             applied = dm.get_submodule(module).weight
-            assert applied.dtype == dtype, module
+            # CogVideoX builds its patch embedding in fp32 whatever the model's dtype.
+            assert applied.dtype == (torch.float32 if module.startswith("patch_embed.") else dtype), module
             w = stored[module][0]
             expected = w - (w @ q) @ q.T
             assert float((applied.float() - expected).norm() / w.norm()) < tolerance, module
@@ -750,12 +776,13 @@ def test_hunyuan15_lora_file_names_its_architecture_and_is_refused_on_hunyuan_vi
     [
         ("tiny_ltxv", ("transformer_blocks.", ".attn2.to_")),
         ("tiny_kandinsky5", ("visual_transformer_blocks.", "")),
+        ("tiny_cogvideox", ("patch_embed.", "text_proj")),
     ],
 )
 def test_new_family_lora_file_names_its_architecture_and_is_refused_on_wan(comfy, name, layer):
-    """UnlearnSaveLoRA / UnlearnLoadLoRA on LTX-Video and Kandinsky 5: the file's metadata names the
-    architecture, it loads back with the same edit, and the loader refuses it on Wan 2.1 (and
-    Wan's on it), though all are 256 wide."""
+    """UnlearnSaveLoRA / UnlearnLoadLoRA on LTX-Video, Kandinsky 5 and CogVideoX: the file's metadata
+    names the architecture, it loads back with the same edit, and the loader refuses it on Wan 2.1
+    (and Wan's on it), though all are 256 wide."""
     import json
 
     from video_unlearning.nodes import comfy_compat as compat
@@ -765,7 +792,7 @@ def test_new_family_lora_file_names_its_architecture_and_is_refused_on_wan(comfy
     arch = vector.architecture
     filename = UnlearnSaveLoRA.execute(lora, f"refusal/{name}").result[0]
     loaded, metadata = UnlearnLoadLoRA.execute(model, filename, 1.0).result
-    assert json.loads(metadata)["base_architecture"] == arch == TINY_MODELS[name].family
+    assert json.loads(metadata)["base_architecture"] == arch == compat.detect_architecture(model).name
     modules = edited_modules(vector)
     prefix, part = layer
     in_blocks = [m for m in modules if m.startswith(prefix)]

@@ -11,15 +11,27 @@ from torch import nn
 from video_unlearning.erasure import masks, objectives, prompt_augment, training
 
 
-def test_flow_velocity_recovers_noise_minus_clean_latent():
+@pytest.mark.parametrize("parameterisation", objectives.PARAMETERISATIONS)
+def test_a_perfect_denoisers_prediction_is_the_denoising_target(parameterisation):
+    """Rectified flow: x_t = (1 - s) x0 + s n and the prediction n - x0; k-diffusion: x_t = x0 + s n
+    and the prediction n; the denoising loss of that prediction is 0."""
     g = torch.Generator().manual_seed(0)
     x0, noise = torch.randn(2, 3, 4, generator=g), torch.randn(2, 3, 4, generator=g)
-    sigma = torch.tensor([0.25, 0.9])
-    x_t = training.flow_noise(x0, noise, sigma)
+    sigma = torch.tensor([0.25, 0.9] if parameterisation == objectives.FLOW else [0.25, 40.0])
+    x_t = objectives.noised_latent(x0, noise, sigma, parameterisation)
+    s = sigma.reshape(-1, 1, 1)
+    expected = (1 - s) * x0 + s * noise if parameterisation == objectives.FLOW else x0 + s * noise
+    torch.testing.assert_close(x_t, expected)
     v = objectives.flow_velocity(x_t, x0, sigma)  # a perfect denoiser
-    torch.testing.assert_close(v, noise - x0, rtol=1e-5, atol=1e-5)
+    target = objectives.denoising_target(x0, noise, parameterisation)
+    torch.testing.assert_close(target, noise - x0 if parameterisation == objectives.FLOW else noise)
+    torch.testing.assert_close(v, target, rtol=1e-5, atol=1e-5)
+    assert float(objectives.denoising_loss(v, target)) < 1e-10
+    assert float(objectives.denoising_loss(v + 1.0, target)) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="sigma > 0"):
         objectives.flow_velocity(x_t, x0, torch.tensor([0.0, 0.5]))
+    with pytest.raises(ValueError, match="unknown parameterisation"):
+        objectives.noised_latent(x0, noise, sigma, "ddim")
 
 
 def test_negative_target_and_losses_follow_the_equations():

@@ -1,5 +1,6 @@
 """UnlearnTrainLoRA on the tiny real-architecture Wan 2.1, HunyuanVideo, HunyuanVideo 1.5,
-LTX-Video 0.9 and Kandinsky 5 models, in-process (CPU; Kandinsky 5 only on a ComfyUI that has it).
+LTX-Video 0.9, Kandinsky 5 and CogVideoX models, in-process (CPU; the last two only on a ComfyUI
+that has them).
 
 Models and text encoders load inside torch.inference_mode(), as ComfyUI runs nodes. Velocities are
 measured here with the model's own ``apply_model``, not with the trainer's code.
@@ -15,6 +16,7 @@ import torch
 
 from fixtures.tiny_models import TINY_MODELS
 from graphs import schema_defaults
+from video_unlearning.erasure import objectives
 
 MODELS = {
     "wan": "tiny_wan21_t2v",
@@ -22,6 +24,7 @@ MODELS = {
     "hunyuan_video15": "tiny_hunyuan_video15",
     "ltxv": "tiny_ltxv",
     "kandinsky5": "tiny_kandinsky5",
+    "cogvideox": "tiny_cogvideox",
 }
 ARCHITECTURES = {
     "wan": "wan21_t2v",
@@ -29,6 +32,7 @@ ARCHITECTURES = {
     "hunyuan_video15": "hunyuan_video15",
     "ltxv": "ltxv",
     "kandinsky5": "kandinsky5",
+    "cogvideox": "cogvideox_t2v",
 }
 # Self-sampled clip size per family where QUICK's 5 frames of 64 x 64 would be too few tokens:
 # LTX-Video's VAE is 8x in time and 32x in space, so 9 frames of 256 x 256 make a [2, 8, 8] latent.
@@ -102,9 +106,12 @@ class Probe:
         g = torch.Generator().manual_seed(seed)
         x0 = latent(family, generator=g)
         self.points = []
+        # CogVideoX is noised as k-diffusion models are (x0 + sigma n), the others as rectified flow.
+        kind = objectives.K_DIFFUSION if family == "cogvideox" else objectives.FLOW
         for sigma in (0.4, 0.8):
             noise = torch.randn(x0.shape, generator=g)
-            self.points.append(((1 - sigma) * x0 + sigma * noise, torch.tensor([sigma])))
+            sigma = torch.tensor([sigma])
+            self.points.append((objectives.noised_latent(x0, noise, sigma, kind), sigma))
 
     def cond(self, prompt: str):
         if prompt not in self._conds:
@@ -121,7 +128,7 @@ class Probe:
             conds = model.model.extra_conds(cross_attn=cond, noise=self.points[0][0], device="cpu", **extras)
             kwargs = {k: v.process_cond(batch_size=1, area=None, device="cpu").cond for k, v in conds.items()}
             kwargs.pop("c_crossattn")
-        elif self.family == "wan":
+        elif self.family in ("wan", "cogvideox"):
             kwargs = {}
         else:
             kwargs = {"y": extras["pooled_output"], "guidance": torch.tensor([6.0])}
@@ -354,6 +361,8 @@ def test_training_shares_the_weights_and_stays_within_the_memory_bound(comfy, mo
 
 def test_checkpointing_gives_the_same_lora_as_plain_backprop(comfy):
     for family, name in MODELS.items():
+        if TINY_MODELS[name].missing_from_comfyui:
+            continue
         latents = {"samples": latent(family, generator=torch.Generator().manual_seed(1))}
         model, clip = load(name)
         runs = [
@@ -611,6 +620,10 @@ def test_concept_masks_come_from_each_blocks_text_attention(comfy, family):
         qkv_hook = dm.double_blocks[0].txt_attn.qkv.register_forward_hook(
             lambda m, args, output: txt_qkv.setdefault("out", output)
         )
+    elif family == "cogvideox":  # block 0's k projection of the joint sequence
+        qkv_hook = dm.blocks[0].k.register_forward_hook(
+            lambda m, args, output: txt_qkv.setdefault("out", output)
+        )
     with torch.inference_mode(False), torch.no_grad():
         (prompt,) = train_compat.encode_prompts(clip, ["a nudity scene on a beach"], "nudity", family)
         train_compat.build_model_inputs(model, [prompt], x0.shape, model.load_device)
@@ -627,6 +640,7 @@ def test_concept_masks_come_from_each_blocks_text_attention(comfy, family):
             "wan": "blocks.0.cross_attn",
             "ltxv": "transformer_blocks.0.attn2",
             "kandinsky5": "visual_transformer_blocks.0.cross_attention",
+            "cogvideox": "blocks.0",
         }.get(family, "double_blocks.0")
         hook = dm.get_submodule(first).register_forward_pre_hook(  # copies: LTX-Video updates x in place
             lambda m, args, kwargs: seen.update(args=[a.clone() for a in args], kwargs=kwargs),
@@ -679,6 +693,18 @@ def test_concept_masks_come_from_each_blocks_text_attention(comfy, family):
             expected = masks.concept_mask(masks.concept_attention(q, k, [1]), 2, 0.1)
         assert context.shape[1] == prompt.text_len
         assert torch.equal(capture.masks["visual_transformer_blocks.0"], expected)
+    elif family == "cogvideox":  # joint [text, video] attention: the 226 T5 rows first, no RoPE on them
+        n_text, block = prompt.text_len, dm.blocks[0]
+        q, k = (t.reshape(1, -1, block.num_heads, block.head_dim).transpose(1, 2) for t in calls[0])
+        assert n_text == 226 and k.shape[2] == tokens + n_text
+        with torch.no_grad():
+            raw = txt_qkv["out"][:, :n_text].reshape(1, n_text, block.num_heads, -1)
+            text_k = block.norm_k(raw).transpose(1, 2)
+            expected = masks.concept_mask(
+                masks.concept_attention(q[:, :, n_text:], k[:, :, :n_text], [1]), 2, 0.1
+            )
+        assert torch.allclose(k[:, :, :n_text], text_k, atol=1e-5)
+        assert torch.equal(capture.masks["blocks.0"], expected)
     else:
         n_text = prompt.text_len
         q, k = next((q, k) for q, k in calls if k.shape[2] == tokens + n_text)  # double block 0

@@ -45,6 +45,8 @@ EXAMPLE_FILE_NAMES = {
     build_workflows.LTXV_CHECKPOINT,
     build_workflows.T5XXL,
     build_workflows.KANDINSKY5,
+    build_workflows.COGVIDEOX,
+    build_workflows.COGVIDEOX_VAE,
 }
 README_IMAGES = ["toy_world_erasure.png", "nudenet_badges.png", "loss_chart.png", "preset_picker.png"]
 

@@ -151,6 +151,19 @@ def test_kandinsky5_refusal_workflow_runs(comfy_server, object_info, stand_ins):
     assert len(outputs[save]["images"]) == 1
 
 
+@needs_family("cogvideox")
+def test_cogvideox_refusal_workflow_runs(comfy_server, object_info, stand_ins):
+    """CogVideoX's example: UNETLoader, CLIPLoader type cogvideox (T5-XXL padded to 226 tokens),
+    EmptyHunyuanLatentVideo, KSampler; the refusal vector on the T5 rows, no probe run."""
+    graph, outputs = run(comfy_server, "cogvideox_refusal_nudity", object_info)
+    [unet] = nodes_of(graph, "UNETLoader")
+    assert graph[unet]["inputs"]["unet_name"] == TINY_MODELS["tiny_cogvideox"].filename
+    checks = verdicts(graph, outputs, "NudeNetCheck")
+    assert len(checks) == 2 and all("nudity_rate" in v for v in checks)
+    [save] = nodes_of(graph, "SaveAnimatedWEBP")
+    assert len(outputs[save]["images"]) == 1
+
+
 def test_wan21_attack_workflow_runs(comfy_server, object_info, stand_ins):
     """The attack on the refusal-erased Wan 2.1: the attacker's clips from the original model, the
     prompt attack on the erased model (its steps cut to the harness's training steps), the plain and

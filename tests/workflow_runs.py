@@ -7,12 +7,12 @@ not have:
 * UNETLoader: each real model file becomes the tiny random-weight model of the same architecture
   (``fixtures.tiny_models``); the toy world's model is real and stays. CheckpointLoaderSimple (LTX-Video):
   the tiny LTXV checkpoint, the tiny LTXV model with a tiny LTX-Video VAE inside.
-* CLIPLoader (wan, ltxv) and DualCLIPLoader (hunyuan_video, 1.5, kandinsky5): the test node
+* CLIPLoader (wan, ltxv, cogvideox) and DualCLIPLoader (hunyuan_video, 1.5, kandinsky5): the test node
   VideoUnlearningTestTinyTextEncoder with the tiny text encoder of that family (a real ComfyUI CLIP
   object).
-* VAELoader: the tiny Wan 2.1 VAE (``fixtures.tiny_vae``), for HunyuanVideo and Kandinsky 5 too (same
-  latent shape; ComfyUI's HunyuanVideo VAE cannot be built small); for HunyuanVideo 1.5 (32 channels, 16x) the
-  tiny seeded TAEHV decoder of its latents.
+* VAELoader: the tiny Wan 2.1 VAE (``fixtures.tiny_vae``), for HunyuanVideo, Kandinsky 5 and
+  CogVideoX too (same latent shape; ComfyUI's HunyuanVideo VAE cannot be built small); for
+  HunyuanVideo 1.5 (32 channels, 16x) the tiny seeded TAEHV decoder of its latents.
 * LoRA loaders: ``lora_name`` becomes a LoRA file the test wrote for the tiny model.
 * Sizes, steps and prompt lists shrink (``SMALL``) so that a workflow runs in seconds on CPU (most of
   the time goes into the tiny umT5, which pads every prompt to 512 tokens: a refusal preset's pairs
@@ -44,10 +44,11 @@ TINY_UNETS = {
     build_workflows.WAN22_LOW: TINY_MODELS["tiny_wan22_a14b_low_noise"].filename,
     build_workflows.HUNYUAN15: TINY_MODELS["tiny_hunyuan_video15"].filename,
     build_workflows.KANDINSKY5: TINY_MODELS["tiny_kandinsky5"].filename,
+    build_workflows.COGVIDEOX: TINY_MODELS["tiny_cogvideox"].filename,
 }
 TINY_CHECKPOINTS = {build_workflows.LTXV_CHECKPOINT: LTXV_CHECKPOINT}
 TEXT_ENCODER_TYPES = {
-    "CLIPLoader": {"wan", "ltxv"},
+    "CLIPLoader": {"wan", "ltxv", "cogvideox"},
     "DualCLIPLoader": {"hunyuan_video", "hunyuan_video_15", "kandinsky5"},
 }
 # ComfyUI's text encoder type -> the tiny text encoder's kind.

@@ -17,6 +17,9 @@ weights), only tiny, with a word-hash vocabulary instead of a SentencePiece/BPE 
 * ``ltxv``: like ComfyUI's LTX-Video T5-XXL (``lt.ltxv_te``, Mochi's encoder): 4096-d rows under
   the tokenizer key ``t5xxl``, padded to 128 tokens, with the attention mask that marks the real
   ones (padding rows are not zeroed: the model masks them).
+* ``cogvideox``: like ComfyUI's CogVideoX T5-XXL (``cogvideo.CogVideoXT5XXL``, sd3's T5XXLModel):
+  4096-d rows under the tokenizer key ``t5xxl``, padded to 226 tokens, with no attention mask at
+  all (the padding rows are encoded with the prompt's and the model reads them).
 * ``kandinsky5``: as ComfyUI's Kandinsky 5 encoder (``kandinsky5.te``: Qwen2.5-VL with its system
   template cut off, plus CLIP-L) returns it: a 3584-d token stream under the tokenizer key
   ``qwen25_7b`` (no mask when every row is real) and the 768-d CLIP-L pooled vector (key ``l``).
@@ -42,9 +45,10 @@ from .seeded_weights import seeded_weights
 
 VOCAB_SIZE = 1024
 PAD_ID, END_ID, START_ID = 0, 1, 2
-KINDS = ("wan", "hunyuan_video", "hunyuan_video15", "ltxv", "kandinsky5")
+KINDS = ("wan", "hunyuan_video", "hunyuan_video15", "ltxv", "kandinsky5", "cogvideox")
 WAN_MIN_TOKENS = 512
 LTXV_MIN_TOKENS = 128
+COGVIDEOX_MIN_TOKENS = 226
 
 
 class HashWordTokenizer:
@@ -96,7 +100,8 @@ TINY_UMT5_CONFIG = {
 
 class TinyUMT5Model(sd1_clip.SDClipModel):
     CONFIG = TINY_UMT5_CONFIG
-    MASKING = {"zero_out_masked": True}  # Wan's umT5 zeroes its padding rows and sends no mask
+    # Wan's umT5 zeroes its padding rows and sends no mask
+    MASKING = {"enable_attention_masks": True, "zero_out_masked": True}
 
     def __init__(self, device="cpu", layer="last", layer_idx=None, dtype=None, model_options={}):
         super().__init__(
@@ -107,7 +112,6 @@ class TinyUMT5Model(sd1_clip.SDClipModel):
             dtype=dtype,
             special_tokens={"end": END_ID, "pad": PAD_ID},
             model_class=T5,
-            enable_attention_masks=True,
             model_options=model_options,
             **self.MASKING,
         )
@@ -380,7 +384,7 @@ class TinyT5XXLModel(TinyUMT5Model):
     """LTX-Video's T5-XXL: gated GELU, and its padding rows kept with an attention mask."""
 
     CONFIG = TINY_T5XXL_CONFIG
-    MASKING = {"return_attention_masks": True}
+    MASKING = {"enable_attention_masks": True, "return_attention_masks": True}
 
 
 class TinyT5XXLTokenizer(TinyUMT5Tokenizer):
@@ -394,6 +398,27 @@ class TinyLTXVTokenizer(TinyWanTokenizer):
 
 class TinyLTXVTextModel(TinyWanTextModel):
     STREAM, MODEL = "t5xxl", TinyT5XXLModel
+
+
+# --- CogVideoX: the same tiny T5-XXL, padded to 226 tokens, no attention mask --------------------
+
+
+class TinyCogVideoXT5Model(TinyUMT5Model):
+    CONFIG = TINY_T5XXL_CONFIG
+    MASKING = {"enable_attention_masks": False}  # as sd3_clip.T5XXLModel, which CogVideoX uses
+
+
+class TinyCogVideoXT5Tokenizer(TinyUMT5Tokenizer):
+    KEY = "t5xxl"
+    MIN_LENGTH = COGVIDEOX_MIN_TOKENS
+
+
+class TinyCogVideoXTokenizer(TinyWanTokenizer):
+    STREAM, TOKENIZER = "t5xxl", TinyCogVideoXT5Tokenizer
+
+
+class TinyCogVideoXTextModel(TinyWanTextModel):
+    STREAM, MODEL = "t5xxl", TinyCogVideoXT5Model
 
 
 # --- Kandinsky 5: the Qwen2.5-VL-width stream plus the CLIP-L pooled vector --------------------
@@ -445,6 +470,7 @@ _TARGETS = {
     "hunyuan_video15": lambda: _Target(TinyHunyuan15TextModel, TinyHunyuan15Tokenizer),
     "ltxv": lambda: _Target(TinyLTXVTextModel, TinyLTXVTokenizer),
     "kandinsky5": lambda: _Target(TinyKandinsky5TextModel, TinyKandinsky5Tokenizer),
+    "cogvideox": lambda: _Target(TinyCogVideoXTextModel, TinyCogVideoXTokenizer),
 }
 
 
@@ -463,7 +489,7 @@ def _module_state_keys(kind: str) -> dict[str, torch.Size]:
     for key, value in model.state_dict().items():
         if kind == "wan":
             key = key.removeprefix("umt5xxl.transformer.")
-        elif kind == "ltxv":
+        elif kind in ("ltxv", "cogvideox"):
             key = key.removeprefix("t5xxl.transformer.")
         shapes[key] = value.shape
     return shapes
