@@ -39,7 +39,7 @@ class Variant:
     """A ComfyUI model config class the nodes accept: our name for it and what it is."""
 
     name: str  # architecture name: in refusal vectors and in LoRA metadata (base_architecture)
-    # which text path is edited: "wan", "hunyuan_video", "hunyuan_video15", "ltxv" or "kandinsky5"
+    # which text path is edited: "wan", "hunyuan_video", "hunyuan_video15", "ltxv", "kandinsky5", "cogvideox"
     family: str
     label: str  # for people, in messages
     # Why Unlearn: Train LoRA cannot train it ("": it can). The refusal-vector nodes need no
