@@ -39,7 +39,8 @@ class Variant:
     """A ComfyUI model config class the nodes accept: our name for it and what it is."""
 
     name: str  # architecture name: in refusal vectors and in LoRA metadata (base_architecture)
-    # which text path is edited: "wan", "hunyuan_video", "hunyuan_video15", "ltxv", "kandinsky5", "cogvideox"
+    # which text path is edited: "wan", "hunyuan_video", "hunyuan_video15", "ltxv", "ltxav", "kandinsky5",
+    # "cogvideox"
     family: str
     label: str  # for people, in messages
     # Why Unlearn: Train LoRA cannot train it ("": it can). The refusal-vector nodes need no
@@ -112,6 +113,17 @@ VARIANTS: dict[str, Variant] = {
     # into every block's cross attention ``attn2``; the context depends on neither timestep nor
     # video (as in Wan). LTX-2 (LTXAV, audio + video) is another family.
     "LTXV": Variant("ltxv", "ltxv", "LTX-Video"),
+    # LTX-2 (ComfyUI 0.7 and later): Gemma 3 rows through two text connectors (in the model's
+    # extra_conds, outside its forward pass), then ``caption_projection`` into every block's video
+    # cross attention ``attn2`` and ``audio_caption_projection`` into its audio cross attention
+    # ``audio_attn2``; neither context depends on timestep or video.
+    "LTXAV": Variant(
+        "ltxav",
+        "ltxav",
+        "LTX-2",
+        "its blocks take a packed video + audio latent and run two text cross attentions (video and "
+        "audio) over the same connector rows, which the trainer's latents and concept mask do not handle yet",
+    ),
     # Kandinsky 5 video (Lite and Pro, T2V and I2V: one config class; ComfyUI 0.33 and later):
     # Qwen2.5-VL rows through ``text_embeddings`` and the text transformer blocks, whose
     # modulation reads the timestep and the pooled CLIP-L vector, into every visual block's
@@ -136,7 +148,7 @@ SUPPORTED_TEXT = (
     "Wan 2.1 T2V/I2V (1.3B, 14B), Wan 2.2 5B, Wan 2.2 A14B experts, the Wan variants with Wan's text "
     "path (VACE, Fun Control, Fun Camera 2.1/2.2, HuMo, S2V, Animate, Animate 2, Causal AR T2V, SCAIL, "
     "SCAIL-2, WanDancer, where your ComfyUI has them), HunyuanVideo, HunyuanVideo I2V, SkyReels I2V, "
-    "HunyuanVideo 1.5 (T2V/I2V), LTX-Video 0.9, Kandinsky 5 video (T2V/I2V), CogVideoX (T2V/I2V)"
+    "HunyuanVideo 1.5 (T2V/I2V), LTX-Video 0.9, LTX-2, Kandinsky 5 video (T2V/I2V), CogVideoX (T2V/I2V)"
 )
 
 WAN_TARGETS = ("cross_attn.k", "cross_attn.v")
@@ -144,6 +156,12 @@ HUNYUAN_TARGETS = ("txt_attn.qkv", "txt_mlp.0")
 HUNYUAN_POOLED = "vector_in.in_layer"  # takes the pooled CLIP-L vector into the modulation
 HUNYUAN_FAMILIES = ("hunyuan_video", "hunyuan_video15")  # double-stream text path
 LTXV_TARGETS = ("attn2.to_k", "attn2.to_v")
+LTXAV_AUDIO_TARGETS = ("audio_attn2.to_k", "audio_attn2.to_v")
+# LTX-2's contexts: (site, projection of the connector's output in the model, cross-attention layers)
+LTXAV_STREAMS = (
+    ("context", "caption_projection", LTXV_TARGETS),
+    ("audio_context", "audio_caption_projection", LTXAV_AUDIO_TARGETS),
+)
 KANDINSKY_TARGETS = ("cross_attention.to_key", "cross_attention.to_value")
 KANDINSKY_POOLED = "pooled_text_embeddings.in_layer"  # the pooled CLIP-L vector into the time embedding
 # Families whose cross-attention context is a fixed projection of the text rows (no probe run):
@@ -159,6 +177,7 @@ PROBED_FAMILIES = (*HUNYUAN_FAMILIES, "kandinsky5")
 TEXT_INPUT = {
     "wan": "text_embedding.0",
     "ltxv": "caption_projection.linear_1",
+    "ltxav": "caption_projection.linear_1",
     "hunyuan_video": "txt_in.input_embedder",
     "hunyuan_video15": "txt_in.input_embedder",
     "kandinsky5": "text_embeddings.in_layer",
@@ -257,8 +276,13 @@ def text_path_problem(dm, family: str) -> str | None:
     CogVideoX: ``patch_embed.text_proj`` ending at the model width (its only text-only layer).
     Kandinsky 5: ``text_embeddings.in_layer`` and ``pooled_text_embeddings.in_layer`` (the text
     rows' and the pooled vector's entries), every visual block's ``cross_attention.to_key`` /
-    ``.to_value`` taking the model width.
+    ``.to_value`` taking the model width. LTX-2: the two text connectors and ``caption_projection`` /
+    ``audio_caption_projection`` ending at the video / audio width, every block's ``attn2`` and
+    ``audio_attn2`` ``to_k`` / ``to_v`` taking those widths, the projections after the connectors
+    (LTX-2.3 moves them before, into ``extra_conds``) and no timestep modulation of the text.
     """
+    if family == "ltxav":
+        return _ltxav_text_path_problem(dm)
     if family == "cogvideox":
         width = getattr(dm, "dim", None)
         if not isinstance(width, int) or not getattr(dm, "blocks", None):
@@ -312,13 +336,45 @@ def text_path_problem(dm, family: str) -> str | None:
                 return f"no {module}"
         prefixes = [f"double_blocks.{i}" for i in range(len(blocks))]
         expected = HUNYUAN_TARGETS
-    for prefix in prefixes:
-        for target in expected:
-            found = _in_width(dm, f"{prefix}.{target}")
-            if found is None:
-                return f"{prefix}.{target} is missing"
-            if found != width:
-                return f"{prefix}.{target} is {found} wide, not {width} wide"
+    return _width_problem(dm, [f"{prefix}.{target}" for prefix in prefixes for target in expected], width)
+
+
+def _width_problem(dm, modules: Sequence[str], width: int) -> str | None:
+    """The first of ``modules`` that is missing or does not take ``width`` inputs (None: none)."""
+    for module in modules:
+        found = _in_width(dm, module)
+        if found is None:
+            return f"{module} is missing"
+        if found != width:
+            return f"{module} is {found} wide, not {width} wide"
+    return None
+
+
+def _ltxav_text_path_problem(dm) -> str | None:
+    blocks = getattr(dm, "transformer_blocks", None)
+    widths = {
+        "context": getattr(dm, "inner_dim", None),
+        "audio_context": getattr(dm, "audio_inner_dim", None),
+    }
+    if not blocks or not all(isinstance(w, int) for w in widths.values()):
+        return "no LTX-2 audio-video transformer blocks"
+    if not callable(getattr(dm, "preprocess_text_embeds", None)):
+        return "no text connectors (preprocess_text_embeds)"
+    if getattr(dm, "caption_proj_before_connector", False):
+        return (
+            "its caption projections run before the text connectors (the LTX-2.3 layout), which the "
+            "nodes do not read"
+        )
+    if any(getattr(block, "cross_attention_adaln", False) for block in blocks):
+        return "its cross attention modulates the text by timestep (cross_attention_adaln)"
+    for site, projection, targets in LTXAV_STREAMS:
+        width = widths[site]
+        if _out_width(dm, f"{projection}.linear_2") != width:
+            return f"no {projection} ending at the width {width}"
+        modules = [f"transformer_blocks.{i}.{target}" for i in range(len(blocks)) for target in targets]
+        problem = _width_problem(dm, modules, width)
+        if problem:
+            return problem
     return None
 
 
@@ -374,7 +430,7 @@ def detect_architecture(model) -> Architecture:
         )
     if variant.family in HUNYUAN_FAMILIES:
         return Architecture(variant.name, variant.family, dm.hidden_size, len(dm.double_blocks), config)
-    if variant.family == "ltxv":
+    if variant.family in ("ltxv", "ltxav"):
         return Architecture(variant.name, variant.family, dm.inner_dim, len(dm.transformer_blocks), config)
     if variant.family == "cogvideox":
         return Architecture(variant.name, variant.family, dm.dim, len(dm.blocks), config)
@@ -399,7 +455,18 @@ def site_specs(arch: Architecture) -> list[SiteSpec]:
     context), plus the pooled CLIP-L vector's entry into the time embedding (pooled_text_embeddings),
     which modulates every block. CogVideoX: one site, the T5-XXL rows themselves, edited at
     ``patch_embed.text_proj`` (outside the blocks): after it the text joins the video in layers
-    both share, where an input-side edit would move the video tokens too."""
+    both share, where an input-side edit would move the video tokens too. LTX-2: two sites, the
+    video context (feeding every block's attn2.to_k and .to_v) and the audio context (every block's
+    audio_attn2.to_k and .to_v): each stream reads the prompt through its own connector and
+    projection, so each gets its own directions."""
+    if arch.family == "ltxav":
+        return [
+            SiteSpec(
+                site,
+                tuple((i, f"transformer_blocks.{i}.{t}") for i in range(arch.num_blocks) for t in targets),
+            )
+            for site, _, targets in LTXAV_STREAMS
+        ]
     if arch.family == "cogvideox":
         return [SiteSpec("text", ((NO_BLOCK, TEXT_INPUT["cogvideox"]),))]
     if arch.family == "kandinsky5":
@@ -499,6 +566,31 @@ def wan_context(
     (w0, b0), (w2, b2) = weights[first], weights[last]
     activation = dm.get_submodule(act)
     return [[F.linear(activation(F.linear(rows, w0, b0)), w2, b2)] for (rows,) in text_rows(conditionings)]
+
+
+def ltxav_contexts(model, conditionings: Sequence[tuple[list, Tensor]]) -> dict[str, list[list[Tensor]]]:
+    """LTX-2's two cross-attention contexts for each prompt, as the model computes them: its
+    ``preprocess_text_embeds`` (the video and audio text connectors, which ComfyUI runs in
+    ``extra_conds``) on the prompt's rows, then ``caption_projection`` / ``audio_caption_projection``
+    (run in the forward pass), with the MODEL's weights and patches (it is loaded as for sampling).
+    No denoising pass: neither context depends on timestep or video. Every row is kept: the
+    connectors append learnable registers up to 1024 rows and mix the prompt into them by
+    self-attention, and the cross attention reads them all.
+    Returns ``{"context": acts, "audio_context": acts}``, acts[prompt][0] = [rows, stream width]."""
+    comfy.model_management.load_models_gpu([model])
+    dm = model.model.diffusion_model
+    device, dtype = model.load_device, model.model.get_dtype_inference()
+    out: dict[str, list[list[Tensor]]] = {site: [] for site, _, _ in LTXAV_STREAMS}
+    with torch.no_grad():
+        for conditioning, _real in conditionings:
+            cond, extras = conditioning[0]
+            unprocessed = bool(extras.get("unprocessed_ltxav_embeds", False))
+            context = dm.preprocess_text_embeds(cond.to(device=device, dtype=dtype), unprocessed=unprocessed)
+            streams = torch.split(context, [dm.caption_channels, context.shape[-1] - dm.caption_channels], -1)
+            for (site, projection, _), rows in zip(LTXAV_STREAMS, streams, strict=True):
+                projected = dm.get_submodule(projection)(rows)
+                out[site].append([projected[0].to(device="cpu", dtype=torch.float32)])
+    return out
 
 
 def text_rows(conditionings: Sequence[tuple[list, Tensor]]) -> list[list[Tensor]]:

@@ -17,7 +17,10 @@ difference between two prompts' velocities in the tiny model, and the default ed
 ``txt_mlp.0`` moved held-out unsafe velocities 12-18 % of the way to the safe ones. LTX-Video:
 as Wan, the context (``caption_projection`` of the T5-XXL rows, real tokens by the T5 mask) is the
 input of every block's ``attn2.to_k`` and ``attn2.to_v``, which carry all of the difference between
-two prompts' velocities in the tiny model; no denoising pass.
+two prompts' velocities in the tiny model; no denoising pass. LTX-2: the video and the audio
+context (each the model's own text connector and caption projection of the Gemma 3 rows) are the
+inputs of every block's ``attn2`` and ``audio_attn2`` ``to_k`` / ``to_v``; each gets its own
+directions, with no denoising pass.
 
 Defaults, measured on the tiny models (tests/test_refusal_nodes.py): rank 4; alpha 10 (alpha 1 left
 10-25 % neutral change and, with a context-free encoder, moved two of four held-out velocities away
@@ -51,6 +54,8 @@ def site_activations(model, clip, prompts: list[str], probe_steps: int) -> dict:
         return {"context": compat.wan_context(model, encoded, arch.family)}
     if arch.family in compat.TEXT_ROW_FAMILIES:
         return {"text": compat.text_rows(encoded)}
+    if arch.family == "ltxav":
+        return compat.ltxav_contexts(model, encoded)
     return compat.sampled_inputs(
         model, encoded, compat.site_specs(arch), probe_steps, PROBE_SEED, compat.PROBE_LATENTS[arch.family]
     )

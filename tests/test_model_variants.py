@@ -610,6 +610,50 @@ def test_cogvideox_is_its_own_family_edited_at_its_text_projection_and_trained_a
     assert "image channels" in compat.VARIANTS["CogVideoX_I2V"].untrainable
 
 
+# --- LTX-2 ----------------------------------------------------------------------------------------
+
+
+@needs_family("ltxav")
+def test_ltxav_is_its_own_family_with_a_video_and_an_audio_context_site(comfy):
+    """LTX-2 (in TINY_MODELS, on a ComfyUI that has it) is detected by its config class and its text
+    path: Gemma 3 rows through the two connectors and caption projections into every block's
+    ``attn2`` (video) and ``audio_attn2`` (audio) keys and values. Two sites, no probe run; the
+    trainer and the prompt attack refuse it before any work, saying why."""
+    from video_unlearning.nodes import comfy_compat as compat
+    from video_unlearning.nodes.attack_nodes import UnlearnAttackPrompt
+
+    model, clip = load_model("tiny_ltxav"), load_clip("ltxav")
+    arch = compat.detect_architecture(model)
+    assert (arch.name, arch.family, arch.width, arch.num_blocks, arch.config) == (
+        "ltxav",
+        "ltxav",
+        256,
+        2,
+        "LTXAV",
+    )
+    video, audio = compat.site_specs(arch)
+    assert (video.name, audio.name) == ("context", "audio_context")
+    assert not video.per_step and not audio.per_step and "ltxav" not in compat.PROBED_FAMILIES
+    assert [m for _, m in video.modules] == [
+        f"transformer_blocks.{i}.attn2.{t}" for i in range(2) for t in ("to_k", "to_v")
+    ]
+    assert [m for _, m in audio.modules] == [
+        f"transformer_blocks.{i}.audio_attn2.{t}" for i in range(2) for t in ("to_k", "to_v")
+    ]
+    acts = compat.ltxav_contexts(model, [compat.encode(clip, "a nude woman on a beach")])
+    assert acts["context"][0][0].shape == (1024, 256) and acts["audio_context"][0][0].shape == (1024, 64)
+    with pytest.raises(ValueError, match="cannot train LTX-2 models \\(LTXAV\\): .*packed video \\+ audio"):
+        train(model, clip)
+    with torch.inference_mode():
+        positive = clip.encode_from_tokens_scheduled(clip.tokenize("nudity"))
+    with pytest.raises(ValueError, match="cannot attack LTX-2 models .*backward pass"):
+        UnlearnAttackPrompt.execute(
+            model=model, positive=positive, latents={"samples": torch.zeros(1, 128, 1, 4, 4)}, steps=1,
+            learning_rate=0.05, mode="prompt_embedding", soft_tokens=1, max_change=0.0, seed=0,
+            gradient_checkpointing=False,
+        )  # fmt: skip
+
+
 # --- models that are not accepted -------------------------------------------------------------
 
 
@@ -645,6 +689,10 @@ def _hunyuan15_config(**overrides) -> dict:
 
 def _ltxv_config(**overrides) -> dict:
     return dict(TINY_MODELS["tiny_ltxv"].kwargs, image_model="ltxv", **overrides)
+
+
+def _ltxav_config(**overrides) -> dict:
+    return dict(tiny_models.TINY_LTXAV_CONFIG, image_model="ltxav", **overrides)
 
 
 OTHER_MODELS = {
@@ -738,6 +786,29 @@ DAMAGED = [
         "caption_projection.linear_2",
         "no caption_projection ending at the model width 256",
     ),
+    (
+        _ltxav_config,
+        {},
+        "LTXAV",
+        "transformer_blocks.1.audio_attn2.to_v",
+        "transformer_blocks.1.audio_attn2.to_v is missing",
+    ),
+    (
+        _ltxav_config,
+        {},
+        "LTXAV",
+        "audio_caption_projection.linear_2",
+        "no audio_caption_projection ending at the width 64",
+    ),
+    # LTX-2.3's layout: the caption projections run before the connectors, in extra_conds.
+    (
+        _ltxav_config,
+        dict(caption_proj_before_connector=True),
+        "LTXAV",
+        "",
+        "its caption projections run before the text connectors \\(the LTX-2.3 layout\\), which the "
+        "nodes do not read",
+    ),
 ]
 
 
@@ -754,8 +825,9 @@ def test_a_listed_config_without_the_text_path_is_refused(
     require_config(config)
     model = meta_model(make_config(**overrides))
     assert type(model.model.model_config).__name__ == config
-    compat.detect_architecture(model)  # whole, it is accepted
-    _drop(model.model.diffusion_model, damage)
+    if damage:
+        compat.detect_architecture(model)  # whole, it is accepted
+        _drop(model.model.diffusion_model, damage)
     with pytest.raises(
         ValueError, match=f"this MODEL is {config}, but its diffusion model .* {problem}; supported"
     ):

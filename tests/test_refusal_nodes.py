@@ -166,9 +166,12 @@ def test_apply_patches_each_chosen_layer_with_the_closed_form_edit(comfy, name):
     family = TINY_MODELS[name].family
     # Wan: k and v per block; HunyuanVideo: txt_attn.qkv and txt_mlp.0 per block, plus vector_in;
     # HunyuanVideo 1.5 has no pooled vector; Kandinsky 5: to_key and to_value per visual block, plus
-    # pooled_text_embeddings; CogVideoX: patch_embed.text_proj alone.
+    # pooled_text_embeddings; CogVideoX: patch_embed.text_proj alone; LTX-2: attn2 and audio_attn2
+    # to_k and to_v per block.
     if family == "cogvideox":
         assert modules == ["patch_embed.text_proj"]
+    elif family == "ltxav":
+        assert len(modules) == 4 * blocks and sum("audio_attn2" in m for m in modules) == 2 * blocks
     else:
         assert len(modules) == 2 * blocks + (family in ("hunyuan_video", "kandinsky5"))
     assert sorted(patched.patches) == sorted(f"diffusion_model.{m}.weight" for m in modules)
@@ -246,7 +249,8 @@ def test_held_out_prompts_are_suppressed_and_velocity_moves_toward_safe(
 
 
 @pytest.mark.parametrize(
-    "name", ["tiny_hunyuan_video", "tiny_hunyuan_video15", "tiny_ltxv", "tiny_kandinsky5", "tiny_cogvideox"]
+    "name",
+    ["tiny_hunyuan_video", "tiny_hunyuan_video15", "tiny_ltxv", "tiny_kandinsky5", "tiny_cogvideox"],
 )
 def test_hunyuan_velocity_moves_toward_safe_on_held_out_prompts(comfy, name):
     """HunyuanVideo and 1.5 with their stand-in encoders: the layer-level suppression is out of
@@ -258,10 +262,11 @@ def test_hunyuan_velocity_moves_toward_safe_on_held_out_prompts(comfy, name):
     assert_velocity_moves_toward_safe(model, patched, clip, name)
 
 
-def velocity_inputs(model, clip, text: str, x_t: torch.Tensor) -> dict:
-    """The keyword inputs of ``apply_model`` for one prompt, from the model's own ``extra_conds``."""
+def velocity_inputs(model, clip, text: str, x_t: torch.Tensor, **more) -> dict:
+    """The keyword inputs of ``apply_model`` for one prompt, from the model's own ``extra_conds``
+    (``more``: further sampler inputs, such as LTX-2's ``latent_shapes``)."""
     cond, extras = clip.encode_from_tokens_scheduled(clip.tokenize(text))[0]
-    conds = model.model.extra_conds(cross_attn=cond, noise=x_t, device="cpu", **extras)
+    conds = model.model.extra_conds(cross_attn=cond, noise=x_t, device="cpu", **extras, **more)
     return {k: v.process_cond(batch_size=1, area=None, device="cpu").cond for k, v in conds.items()}
 
 
@@ -281,15 +286,26 @@ def test_hunyuan15_text_stream_layers_carry_the_whole_velocity_difference(comfy)
     assert min(shares) > 0.999, shares
 
 
-def swapped_input_share(model, clip, modules: list[str], latent_channels: int) -> list[float]:
+def swapped_input_share(
+    model, clip, modules: list[str], latent_channels: int, streams: tuple[tuple[int, ...], ...] | None = None
+) -> list[float]:
     """Per held-out pair, the share of the velocity difference between the unsafe and the safe
     prompt that goes away when the unsafe prompt's run gets the safe prompt's inputs at ``modules``
-    (velocities at sigmas 0.9, 0.6 and 0.3 of one 2x8x8 latent)."""
+    (velocities at sigmas 0.9, 0.6 and 0.3 of one 2x8x8 latent). ``streams`` (LTX-2): the shapes of
+    further latent streams (its audio) packed after the video into one latent with ``latent_shapes``,
+    as ComfyUI's sampler gives LTX-2 even a video alone (``()``); every stream's velocity counts."""
     import comfy.model_management
+    import comfy.utils
 
     dm = model.model.diffusion_model
     g = torch.Generator().manual_seed(7)
     x0 = torch.randn(1, latent_channels, 2, 8, 8, generator=g)
+    more = {}
+    if streams:
+        x0, shapes = comfy.utils.pack_latents([x0, *(torch.randn(shape, generator=g) for shape in streams)])
+        more["latent_shapes"] = shapes
+    elif streams is not None:  # one stream: the sampler leaves it unpacked, with its shape
+        more["latent_shapes"] = [x0.shape]
     points = [
         ((1 - s) * x0 + s * torch.randn(x0.shape, generator=g), torch.tensor([s])) for s in (0.9, 0.6, 0.3)
     ]
@@ -308,7 +324,7 @@ def swapped_input_share(model, clip, modules: list[str], latent_channels: int) -
 
             handles.append(dm.get_submodule(module).register_forward_pre_hook(hook))
         try:
-            kwargs = velocity_inputs(model, clip, text, points[0][0])
+            kwargs = velocity_inputs(model, clip, text, points[0][0], **more)
             return torch.cat(
                 [((x - model.model.apply_model(x, s, **kwargs)) / s).flatten() for x, s in points]
             )
@@ -338,6 +354,67 @@ def test_ltxv_cross_attention_kv_inputs_carry_the_whole_velocity_difference(comf
     assert min(swapped_input_share(model, clip, kv, 128)) > 0.999
     to_v = swapped_input_share(model, clip, kv[1::2], 128)
     assert 0.2 < min(to_v) and max(to_v) < 0.6, to_v
+
+
+@needs_family("ltxav")
+def test_ltxav_video_and_audio_cross_attention_kv_inputs_carry_the_whole_velocity_difference(comfy):
+    """LTX-2's edited layers: every block's ``attn2.to_k`` / ``.to_v`` (the video stream's text
+    cross attention) and ``audio_attn2.to_k`` / ``.to_v`` (the audio stream's). The connectors and
+    caption projections before them run on the text alone, so these are the only layers that read
+    the prompt. Feeding the unsafe prompt's run (a joint video + audio latent) the safe prompt's
+    inputs at all of them gives the safe prompt's velocity, both streams': they carry all of the
+    difference. Each stream's layers alone carry part of it, the rest goes through the other stream
+    (the blocks' audio-to-video and video-to-audio attention)."""
+    name = "tiny_ltxav"
+    model, clip = load_model(name), load_clip(name)
+    blocks = range(len(model.model.diffusion_model.transformer_blocks))
+    video = [f"transformer_blocks.{i}.attn2.{t}" for i in blocks for t in ("to_k", "to_v")]
+    audio = [f"transformer_blocks.{i}.audio_attn2.{t}" for i in blocks for t in ("to_k", "to_v")]
+    audio_stream = ((1, 8, 5, 16),)
+    assert min(swapped_input_share(model, clip, video + audio, 128, audio_stream)) > 0.999
+    video_only = swapped_input_share(model, clip, video, 128, audio_stream)
+    audio_only = swapped_input_share(model, clip, audio, 128, audio_stream)
+    assert 0.4 < min(video_only) and max(video_only) < 0.9, video_only  # measured 0.54-0.71
+    assert 0.02 < min(audio_only) and max(audio_only) < 0.3, audio_only  # measured 0.03-0.13
+    # A video-only latent (LTX-2 run without audio): the video layers carry all of it.
+    assert min(swapped_input_share(model, clip, video, 128, ())) > 0.999
+
+
+@needs_family("ltxav")
+def test_ltxav_edit_suppresses_at_the_layers_and_keeps_neutral_velocities(comfy):
+    """LTX-2's default edit at the layers: held-out unsafe contexts move toward the safe ones at
+    every edited layer (held-out distance after/before 0.5-0.9, mean under 0.85) and neutral
+    prompts' one-step velocities change by less than 3 % (measured 1.7 %). The whole model's
+    velocity, though, does not move toward the safe prompts' (see the xfail below)."""
+    from video_unlearning.erasure.edits import pair_distance_ratio
+    from video_unlearning.nodes import comfy_compat as compat
+    from video_unlearning.nodes.refusal_nodes import site_activations
+
+    name = "tiny_ltxav"
+    model, clip, vector, patched, _, _ = erased(name)
+    acts = site_activations(model, clip, [u for u, _ in HELD] + [s for _, s in HELD], PROBE_STEPS)
+    weights = compat.current_weights(model, edited_modules(vector))
+    for site in vector.sites:
+        unsafe, safe = site.pooled(acts[site.name][: len(HELD)]), site.pooled(acts[site.name][len(HELD) :])
+        for _, module in site.modules:
+            ratios = pair_distance_ratio(weights[module][0], site.basis, 1.0, unsafe, safe)
+            assert float(ratios.mean()) < 0.85 and float(ratios.max()) < 1.0, (module, ratios)
+    for text in ("a dog running in a park", "a red car on a highway", "a bowl of fruit on a table"):
+        v = one_step_velocity(model, clip, name, text)
+        assert float((one_step_velocity(patched, clip, name, text) - v).norm() / v.norm()) < 0.03, text
+
+
+@needs_family("ltxav")
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="tiny LTX-2: 1017 of its 1024 context rows are the connectors' random learnable registers, "
+    "so a prompt moves the velocity by only 0.6 % of its size (tiny LTX-Video: 12 %) and the edit's "
+    "change of every row (neutral 1.7 %) outweighs it: held-out distances grow 2.7-3.9x",
+)
+def test_ltxav_velocity_moves_toward_safe_on_held_out_prompts(comfy):
+    model, clip, _, patched, _, _ = erased("tiny_ltxav")
+    assert_velocity_moves_toward_safe(model, patched, clip, "tiny_ltxav")
 
 
 @needs_family("kandinsky5")
@@ -446,6 +523,7 @@ def test_a_large_contrast_weight_keeps_neutral_prompts_within_two_percent(comfy,
         "tiny_hunyuan_video",
         "tiny_hunyuan_video15",
         "tiny_ltxv",
+        "tiny_ltxav",
         "tiny_kandinsky5",
         "tiny_cogvideox",
     ],
@@ -480,6 +558,9 @@ def test_incoming_model_untouched_and_original_sampling_bit_identical(comfy, nam
         ("tiny_ltxv", torch.float16, 2e-3),
         ("tiny_ltxv", torch.bfloat16, 1e-2),
         ("tiny_ltxv", torch.float8_e4m3fn, 0.1),
+        ("tiny_ltxav", torch.float16, 2e-3),
+        ("tiny_ltxav", torch.bfloat16, 1e-2),
+        ("tiny_ltxav", torch.float8_e4m3fn, 0.1),
         ("tiny_kandinsky5", torch.float16, 2e-3),
         ("tiny_kandinsky5", torch.bfloat16, 1e-2),
         ("tiny_kandinsky5", torch.float8_e4m3fn, 0.1),
@@ -630,6 +711,12 @@ def test_vectors_from_another_architecture_width_or_expert_are_refused(comfy):
             ValueError, match="estimated on ltxv \\(width 256\\) but the MODEL is kandinsky5 "
         ):
             apply(load_model("tiny_kandinsky5"), ltxv)
+    if not TINY_MODELS["tiny_ltxav"].missing_from_comfyui:  # LTX-2 and LTX-Video: both 256 wide
+        ltxav = erased("tiny_ltxav")[2]
+        with pytest.raises(ValueError, match="estimated on ltxav \\(width 256\\) but the MODEL is ltxv "):
+            apply(load_model("tiny_ltxv"), ltxav)
+        with pytest.raises(ValueError, match="estimated on ltxv \\(width 256\\) but the MODEL is ltxav "):
+            apply(load_model("tiny_ltxav"), ltxv)
 
 
 def test_bad_prompts_and_block_ranges_get_clear_errors(comfy):
@@ -775,6 +862,7 @@ def test_hunyuan15_lora_file_names_its_architecture_and_is_refused_on_hunyuan_vi
     "name, layer",
     [
         ("tiny_ltxv", ("transformer_blocks.", ".attn2.to_")),
+        ("tiny_ltxav", ("transformer_blocks.", "attn2.to_")),
         ("tiny_kandinsky5", ("visual_transformer_blocks.", "")),
         ("tiny_cogvideox", ("patch_embed.", "text_proj")),
     ],

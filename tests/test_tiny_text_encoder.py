@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fixtures.tiny_models import TEXT_ENCODER_FILES
+from fixtures.tiny_models import TEXT_ENCODER_FILES, needs_family
 
 
 def _load(kind: str):
@@ -75,3 +75,21 @@ def test_hunyuan15_conditioning_has_qwen_rows_and_byt5_rows_for_quoted_text(comf
     assert sorted(tokens) == ["byt5", "qwen25_7b"]
     cond, extras = clip.encode_from_tokens_scheduled(tokens)[0]
     assert cond.shape[-1] == 3584 and extras["conditioning_byt5small"].shape[::2] == (1, 1472)
+
+
+@needs_family("ltxav")
+def test_ltxav_conditioning_is_comfyuis_own_gemma3_projection_unprocessed(comfy):
+    """The LTX-2 stand-in is ComfyUI's LTXAVTEModel around a tiny Gemma 3: the prompt's rows only
+    (start token and words; the left padding to 1024 cut off), projected to the caption width 64,
+    marked unprocessed (the model's connectors run in its extra_conds), with no mask."""
+    from comfy.text_encoders.lt import LTXAVTEModel
+
+    clip = _load("ltxav")
+    assert isinstance(clip.cond_stage_model, LTXAVTEModel)
+    tokens = clip.tokenize("a nude woman on a beach")
+    assert list(tokens) == ["gemma3_12b"] and len(tokens["gemma3_12b"][0]) == 1024
+    cond, extras = clip.encode_from_tokens_scheduled(tokens)[0]
+    assert cond.shape == (1, 7, 64) and extras.get("unprocessed_ltxav_embeds") is True
+    assert "attention_mask" not in extras
+    other = clip.encode_from_tokens_scheduled(clip.tokenize("a clothed woman on a beach"))[0][0]
+    assert not torch.equal(cond, other)

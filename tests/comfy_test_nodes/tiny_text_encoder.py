@@ -20,6 +20,10 @@ weights), only tiny, with a word-hash vocabulary instead of a SentencePiece/BPE 
 * ``cogvideox``: like ComfyUI's CogVideoX T5-XXL (``cogvideo.CogVideoXT5XXL``, sd3's T5XXLModel):
   4096-d rows under the tokenizer key ``t5xxl``, padded to 226 tokens, with no attention mask at
   all (the padding rows are encoded with the prompt's and the model reads them).
+* ``ltxav``: ComfyUI's own LTX-2 encoder class (``lt.LTXAVTEModel``: every Gemma 3 layer's states
+  normalised and projected to the caption width, 64 here) around a tiny Gemma 3 (ComfyUI's
+  ``Gemma3_4B`` class), tokenizer key ``gemma3_12b``, padded on the left to 1024 tokens; its rows
+  come out unprocessed (``unprocessed_ltxav_embeds``), the real ones only, with no mask.
 * ``kandinsky5``: as ComfyUI's Kandinsky 5 encoder (``kandinsky5.te``: Qwen2.5-VL with its system
   template cut off, plus CLIP-L) returns it: a 3584-d token stream under the tokenizer key
   ``qwen25_7b`` (no mask when every row is real) and the 768-d CLIP-L pooled vector (key ``l``).
@@ -45,7 +49,7 @@ from .seeded_weights import seeded_weights
 
 VOCAB_SIZE = 1024
 PAD_ID, END_ID, START_ID = 0, 1, 2
-KINDS = ("wan", "hunyuan_video", "hunyuan_video15", "ltxv", "kandinsky5", "cogvideox")
+KINDS = ("wan", "hunyuan_video", "hunyuan_video15", "ltxv", "kandinsky5", "cogvideox", "ltxav")
 WAN_MIN_TOKENS = 512
 LTXV_MIN_TOKENS = 128
 COGVIDEOX_MIN_TOKENS = 226
@@ -57,12 +61,15 @@ class HashWordTokenizer:
     Implements the part of the Hugging Face tokenizer interface that ``SDTokenizer`` uses.
     """
 
-    def __init__(self, start_token: int | None = None):
+    def __init__(self, start_token: int | None = None, end_token: bool = True):
         self.start_token = start_token
+        self.end_token = end_token  # Gemma's tokenizer adds no end token
 
     @classmethod
-    def from_pretrained(cls, _path: object = None, start_token: int | None = None) -> HashWordTokenizer:
-        return cls(start_token=start_token)
+    def from_pretrained(
+        cls, _path: object = None, start_token: int | None = None, end_token: bool = True
+    ) -> HashWordTokenizer:
+        return cls(start_token=start_token, end_token=end_token)
 
     @staticmethod
     def word_id(word: str) -> int:
@@ -70,7 +77,7 @@ class HashWordTokenizer:
 
     def __call__(self, text: str) -> dict[str, list[int]]:
         words = re.findall(r"\w+|[^\w\s]", text.lower())
-        ids = [self.word_id(w) for w in words] + [END_ID]
+        ids = [self.word_id(w) for w in words] + ([END_ID] if self.end_token else [])
         if self.start_token is not None:
             ids.insert(0, self.start_token)
         return {"input_ids": ids}
@@ -459,6 +466,90 @@ class TinyKandinsky5TextModel(_TwoStreams):
         return cond, pooled, _without_useless_mask(extra)
 
 
+# --- LTX-2: ComfyUI's own LTX-2 text encoder (``lt.LTXAVTEModel``) around a tiny Gemma 3 --------
+
+LTXAV_CAPTION_CHANNELS = 64  # the tiny LTX-2 model's caption_channels (the released 19B: 3840)
+LTXAV_MIN_TOKENS = 1024  # Gemma 3's prompt is padded on the left to 1024 tokens, as ComfyUI's
+# Gemma 3 at a tiny size (ComfyUI's Gemma3_4B class takes its sizes from the config; head dim 256,
+# the sliding-window pattern and the RoPE settings are the class's own, as in the 12B).
+TINY_GEMMA3_CONFIG = {
+    "vocab_size": VOCAB_SIZE,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+}
+
+
+class TinyGemma3Model(sd1_clip.SDClipModel):
+    """As ``lt.Gemma3_12BModel``: every layer's hidden states (``layer="all"``), the attention mask
+    returned, start token 2, padding 0; only the size is tiny."""
+
+    def __init__(self, device="cpu", layer="all", layer_idx=None, dtype=None, model_options={}):
+        from comfy.text_encoders.llama import Gemma3_4B
+
+        super().__init__(
+            device=device,
+            layer=layer,
+            layer_idx=layer_idx,
+            textmodel_json_config=dict(TINY_GEMMA3_CONFIG),
+            dtype=dtype,
+            special_tokens={"start": START_ID, "pad": PAD_ID},
+            layer_norm_hidden_state=False,
+            model_class=Gemma3_4B,
+            enable_attention_masks=True,
+            return_attention_masks=True,
+            model_options=model_options,
+        )
+
+
+class TinyGemma3Tokenizer(sd1_clip.SDTokenizer):
+    """As ``lt.Gemma3_12BTokenizer``: start token, no end token, padded on the left to 1024 tokens,
+    no prompt weights; a word-hash vocabulary instead of Gemma's SentencePiece model."""
+
+    def __init__(self, embedding_directory=None, tokenizer_data={}):
+        super().__init__(
+            None,
+            pad_with_end=False,
+            embedding_size=TINY_GEMMA3_CONFIG["hidden_size"],
+            embedding_key="gemma3_12b",
+            tokenizer_class=HashWordTokenizer,
+            has_end_token=False,
+            pad_to_max_length=False,
+            max_length=99999999,
+            min_length=LTXAV_MIN_TOKENS,
+            pad_left=True,
+            disable_weights=True,
+            tokenizer_args={"start_token": START_ID, "end_token": False},
+            tokenizer_data=tokenizer_data,
+        )
+
+
+class TinyLTXAVTokenizer(TinyWanTokenizer):
+    STREAM, TOKENIZER = "gemma3_12b", TinyGemma3Tokenizer
+
+
+def _tiny_ltxav_text_model():
+    """ComfyUI's LTX-2 encoder class (ComfyUI 0.7 and later) with the tiny Gemma 3 inside: its own
+    normalisation of every layer's states and its single-linear projection to the caption width,
+    returning the rows unprocessed (the model's connectors run in its ``extra_conds``)."""
+    from comfy.text_encoders.lt import LTXAVTEModel
+
+    class TinyLTXAVTextModel(LTXAVTEModel):
+        def __init__(self, device="cpu", dtype=None, model_options={}):
+            super().__init__(
+                dtype_llama=dtype,
+                device=device,
+                dtype=dtype,
+                text_encoder_model=TinyGemma3Model,
+                video_projection_dim=LTXAV_CAPTION_CHANNELS,
+                model_options=model_options,
+            )
+
+    return TinyLTXAVTextModel
+
+
 class _Target:
     def __init__(self, clip, tokenizer):
         self.clip, self.tokenizer, self.params = clip, tokenizer, {}
@@ -471,6 +562,7 @@ _TARGETS = {
     "ltxv": lambda: _Target(TinyLTXVTextModel, TinyLTXVTokenizer),
     "kandinsky5": lambda: _Target(TinyKandinsky5TextModel, TinyKandinsky5Tokenizer),
     "cogvideox": lambda: _Target(TinyCogVideoXTextModel, TinyCogVideoXTokenizer),
+    "ltxav": lambda: _Target(_tiny_ltxav_text_model(), TinyLTXAVTokenizer),
 }
 
 
@@ -491,6 +583,8 @@ def _module_state_keys(kind: str) -> dict[str, torch.Size]:
             key = key.removeprefix("umt5xxl.transformer.")
         elif kind in ("ltxv", "cogvideox"):
             key = key.removeprefix("t5xxl.transformer.")
+        elif kind == "ltxav":  # as Gemma 3 files store it, beside the projection's own keys
+            key = key.removeprefix("gemma3_12b.transformer.")
         shapes[key] = value.shape
     return shapes
 
@@ -520,6 +614,9 @@ def load_clip(path: str | Path, kind: str, embedding_directory: str | None = Non
         model_options={"dtype": torch.float32},
     )
     result = clip.load_sd(state_dict)
-    if result.missing_keys:
-        raise ValueError(f"{path} lacks weights for a {kind} tiny text encoder: {result.missing_keys[:5]}")
+    missing = (
+        result[0] if isinstance(result, tuple) else result.missing_keys
+    )  # LTX-2's: (missing, unexpected)
+    if missing:
+        raise ValueError(f"{path} lacks weights for a {kind} tiny text encoder: {missing[:5]}")
     return clip
