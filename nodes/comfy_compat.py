@@ -65,13 +65,9 @@ VARIANTS: dict[str, Variant] = {
     "WAN21_T2V": Variant("wan21_t2v", "wan", "Wan 2.1 T2V"),
     "WAN21_I2V": Variant("wan21_i2v", "wan", "Wan 2.1 I2V"),
     "WAN22_T2V": Variant("wan22_5b", "wan", "Wan 2.2 5B"),
-    "WAN21_Vace": Variant(
-        "wan21_vace",
-        "wan",
-        "Wan 2.1 VACE",
-        "its forward pass takes a VACE strength list (a constant condition), which the trainer's "
-        "batched model inputs cannot carry",
-    ),
+    # VACE trains on its main blocks (its VACE strength list reaches the model as a constant, as
+    # LTX-Video's frame rate does); its vace_blocks get no adapters.
+    "WAN21_Vace": Variant("wan21_vace", "wan", "Wan 2.1 VACE"),
     "WAN21_FunControl2V": Variant("wan21_fun_control", "wan", "Wan 2.1 Fun Control"),
     "WAN21_Camera": Variant("wan21_camera", "wan", "Wan 2.1 Fun Camera"),
     "WAN22_Camera": Variant("wan22_camera", "wan", "Wan 2.2 Fun Camera"),

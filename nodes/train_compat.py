@@ -84,7 +84,7 @@ def supported_architecture(
     ``node``, what the MODEL is and what is supported. With ``for_training`` (the trainer, and the
     prompt attack, which differentiates the model the same way: ``purpose`` "attack"), a variant the
     refusal-vector nodes take but the trainer cannot train (``comfy_compat.training_problem``:
-    VACE, Animate 2, WanDancer, the HunyuanVideo I2V models, and S2V in ComfyUI 0.3.75) is refused
+    Animate 2, WanDancer, the HunyuanVideo I2V models, LTX-2, and S2V in ComfyUI 0.3.75) is refused
     too, saying why, before any work."""
     try:
         arch = comfy_compat.detect_architecture(model)

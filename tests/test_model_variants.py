@@ -112,7 +112,6 @@ NAMES = {
     "HunyuanVideoSkyreelsI2V": "hunyuan_video_skyreels_i2v",
 }
 UNTRAINABLE = {
-    "WAN21_Vace": "VACE strength",
     "WAN_Animate2": "pose/generation entry points",
     "WAN22_WanDancer": "no keys",
     "HunyuanVideoI2V": "latent image",
