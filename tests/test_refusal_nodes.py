@@ -399,7 +399,8 @@ def test_ltxav_edit_suppresses_at_the_layers_and_keeps_neutral_velocities(comfy)
         for _, module in site.modules:
             ratios = pair_distance_ratio(weights[module][0], site.basis, 1.0, unsafe, safe)
             assert float(ratios.mean()) < 0.85 and float(ratios.max()) < 1.0, (module, ratios)
-    for text in ("a dog running in a park", "a red car on a highway", "a bowl of fruit on a table"):
+    # Prompts that are not among the estimate's neutral prompts.
+    for text in ("a horse grazing in a meadow", "a lighthouse on a cliff", "a stack of books on a desk"):
         v = one_step_velocity(model, clip, name, text)
         assert float((one_step_velocity(patched, clip, name, text) - v).norm() / v.norm()) < 0.03, text
 
