@@ -105,15 +105,21 @@ def strip_template(ids: Sequence[int], empty_ids: Sequence[int]) -> list[int]:
 
     ``empty_ids`` are the tokens of the empty prompt: a template prefix (chat template, start token),
     then a suffix (end token), then padding. Trailing copies of the empty prompt's last token (the
-    padding, or the end token when there is no padding) are dropped from both, then the prefix and
-    suffix the two share.
+    padding, or the end token when there is no padding) are dropped from both, or, where the empty
+    prompt starts with two or more copies of one token (padding on the left, as LTX-2's Gemma 3
+    tokenizer pads), the leading copies of it; then the prefix and suffix the two share.
     """
-    pad = empty_ids[-1] if len(empty_ids) else None
     a, e = list(ids), list(empty_ids)
-    while a and a[-1] == pad:
-        a.pop()
-    while e and e[-1] == pad:
-        e.pop()
+    left_pad = e[0] if len(e) > 1 and e[0] == e[1] else None
+    if left_pad is not None:  # then the last token is the text's own (a start token), not padding
+        a = a[common_prefix_length(a, [left_pad] * len(a)) :]
+        e = e[common_prefix_length(e, [left_pad] * len(e)) :]
+    else:
+        pad = e[-1] if e else None
+        while a and a[-1] == pad:
+            a.pop()
+        while e and e[-1] == pad:
+            e.pop()
     head = common_prefix_length(a, e)
     tail = common_prefix_length(a[::-1], e[::-1])
     return a[head : max(head, len(a) - tail)]

@@ -216,8 +216,10 @@ class ConceptMaskCapture:
     """Builds each block's concept mask from the attention of the marked row (``erasure.masks``).
 
     Per block: ``begin_block(name)``, then ``observe(q, k, key_bias)`` for each attention call inside
-    it (only the last one counts: the text cross-attention in Wan, which comes after self-attention and
-    the image cross-attention; the only call in a HunyuanVideo block), then ``end_block()``. q and k
+    it, then ``end_block()``. One call counts, the ``text_call``-th (0-based; -1, the default, is the
+    last): the last is the text cross-attention in Wan, which comes after self-attention and the image
+    cross-attention, and the only call in a HunyuanVideo block; an LTX-2 block's video cross-attention
+    is its second call (after the video self-attention, before the audio and audio-video ones). q and k
     are [B, H, Nq, d] and [B, H, Nk, d]; text keys are all of k when Nk equals the text length, or
     rows ``[video_tokens, video_tokens + text_len)`` of a joint [video, text] sequence, or the first
     ``text_len`` rows of a joint [text, video] sequence when ``text_first``.
@@ -232,22 +234,27 @@ class ConceptMaskCapture:
         self.video_tokens = 0
         self.text_first = False
         self.frames = 1
+        self.text_call = -1
         self.masks: dict[str, Tensor] = {}
         self._block: str | None = None
+        self._calls = 0
         self._last: tuple[Tensor, Tensor, Tensor | None] | None = None
 
     def begin_block(self, name: str) -> None:
         self._block = name
+        self._calls = 0
         self._last = None
 
     def observe(self, q: Tensor, k: Tensor, key_bias: Tensor | None = None) -> None:
         """Remember one attention call: q [B, H, Nq, d], k [B, H, Nk, d], key_bias [B or 1, Nk] or None."""
         if self.active and self._block is not None and self.marker.row is not None:
-            self._last = (q, k, key_bias)
+            if self.text_call < 0 or self._calls == self.text_call:
+                self._last = (q, k, key_bias)
+            self._calls += 1
 
     def end_block(self) -> None:
         block, last = self._block, self._last
-        self._block, self._last = None, None
+        self._block, self._last, self._calls = None, None, 0
         if not (self.active and block is not None and self.marker.row is not None):
             return
         if last is None:
@@ -260,9 +267,10 @@ class ConceptMaskCapture:
         elif k.shape[2] == n_video + n_text:
             start, queries = (0, n_text) if self.text_first else (n_video, 0)
         else:
+            which = "last" if self.text_call < 0 else f"call {self.text_call}"
             raise RuntimeError(
-                f"{block}: the last attention call has {k.shape[2]} keys, expected the {n_text} text "
-                f"tokens or {n_video} video + {n_text} text tokens"
+                f"{block}: the text attention ({which} of the block) has {k.shape[2]} keys, expected "
+                f"the {n_text} text tokens or {n_video} video + {n_text} text tokens"
             )
         bias = None
         if key_bias is not None:
@@ -279,7 +287,22 @@ class ConceptMaskCapture:
 
 
 def _copy_floats(value):
+    """``value`` with its floating-point tensors cloned, also inside tuples and lists (an LTX-2 block
+    takes its video and audio tokens as one tuple)."""
+    if isinstance(value, tuple | list):
+        return type(value)(_copy_floats(v) for v in value)
     return value.clone() if isinstance(value, Tensor) and value.is_floating_point() else value
+
+
+def _float_tensors(values) -> list[Tensor]:
+    """The floating-point tensors among ``values``, also inside tuples and lists."""
+    found: list[Tensor] = []
+    for v in values:
+        if isinstance(v, tuple | list):
+            found += _float_tensors(v)
+        elif isinstance(v, Tensor) and v.is_floating_point():
+            found.append(v)
+    return found
 
 
 @contextlib.contextmanager
@@ -339,7 +362,7 @@ def _block_forward(
                 if copy_inputs or copy_saved_inputs:
                     a = tuple(_copy_floats(v) for v in a)
                     k = {key: _copy_floats(v) for key, v in k.items()}
-                inputs = [v for v in (*a, *k.values()) if isinstance(v, Tensor) and v.is_floating_point()]
+                inputs = _float_tensors((*a, *k.values()))
                 saved = saved_as_copies(inputs) if copy_saved_inputs else contextlib.nullcontext()
                 try:
                     with saved:

@@ -29,7 +29,7 @@ from ..erasure.attacks import (
 from ..erasure.objectives import denoising_loss, denoising_target, noised_latent
 from ..erasure.training import ConceptMaskCapture, MarkedRow
 from . import train_compat
-from .train_nodes import check_latents, draw_training_point
+from .train_nodes import audio_geometry, check_latents, draw_training_point
 
 LOG = logging.getLogger("video_unlearning")
 CATEGORY = "video_unlearning/attack"
@@ -84,7 +84,7 @@ def attack_prompt(
     train_compat.check_trainable(model, NODE_NAME)
     channels, patch = train_compat.latent_geometry(model)
     cond, extras = single_entry(positive)
-    check_latents(latents["samples"], channels, patch)
+    check_latents(latents["samples"], channels, patch, audio_geometry(model, arch.family))
 
     with torch.inference_mode(False):
         attacked = model.clone()
@@ -93,7 +93,8 @@ def attack_prompt(
         sampling = attacked.model.model_sampling
         parameterisation = train_compat.parameterisation(attacked)
         with torch.no_grad():
-            x0_all = attacked.model.process_latent_in(latents["samples"].detach().clone().float()).to(device)
+            clips = train_compat.training_clips(attacked, arch.family, latents["samples"])
+            x0_all = clips.x0.to(device)
         rows0 = cond.detach().clone().float().to(device)
         entry = (rows0, extras)
         scale = row_scale(rows0)
@@ -104,7 +105,9 @@ def attack_prompt(
 
         def loss_for(rows: torch.Tensor, draw) -> torch.Tensor:
             x0, noise, sigma = draw
-            prompt.conds = train_compat.model_conds(attacked, entry, x0.shape, device, cross_attn=rows)
+            prompt.conds = train_compat.model_conds(
+                attacked, entry, x0.shape, device, rows, clips.stream_shapes
+            )
             velocity.x_t, velocity.sigma = noised_latent(x0, noise, sigma, parameterisation), sigma
             return denoising_loss(
                 velocity.forward([_ATTACK_KEY]), denoising_target(x0, noise, parameterisation)

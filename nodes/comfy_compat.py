@@ -112,14 +112,9 @@ VARIANTS: dict[str, Variant] = {
     # LTX-2 (ComfyUI 0.7 and later): Gemma 3 rows through two text connectors (in the model's
     # extra_conds, outside its forward pass), then ``caption_projection`` into every block's video
     # cross attention ``attn2`` and ``audio_caption_projection`` into its audio cross attention
-    # ``audio_attn2``; neither context depends on timestep or video.
-    "LTXAV": Variant(
-        "ltxav",
-        "ltxav",
-        "LTX-2",
-        "its blocks take a packed video + audio latent and run two text cross attentions (video and "
-        "audio) over the same connector rows, which the trainer's latents and concept mask do not handle yet",
-    ),
+    # ``audio_attn2``; neither context depends on timestep or video. The trainer takes its packed
+    # video + audio latent as ComfyUI's sampler packs it (``train_compat.TrainingClips``).
+    "LTXAV": Variant("ltxav", "ltxav", "LTX-2"),
     # Kandinsky 5 video (Lite and Pro, T2V and I2V: one config class; ComfyUI 0.33 and later):
     # Qwen2.5-VL rows through ``text_embeddings`` and the text transformer blocks, whose
     # modulation reads the timestep and the pooled CLIP-L vector, into every visual block's

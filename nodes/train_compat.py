@@ -52,6 +52,7 @@ TEXT_STREAM = {
     "hunyuan_video": "llama",
     "hunyuan_video15": "qwen25_7b",
     "ltxv": "t5xxl",
+    "ltxav": "gemma3_12b",
     "kandinsky5": "qwen25_7b",
     "cogvideox": "t5xxl",
 }
@@ -64,6 +65,7 @@ PROMPT_STYLE = {
     "hunyuan_video": "hunyuan_video",
     "hunyuan_video15": "wan",
     "ltxv": "wan",
+    "ltxav": "wan",
     "kandinsky5": "wan",
     "cogvideox": "wan",
 }
@@ -72,6 +74,11 @@ PROMPT_STYLE = {
 _VAE_DOWNSCALE = {"wan": 8, "hunyuan_video": 8, "hunyuan_video15": 16, "kandinsky5": 8, "cogvideox": 8}
 # frames per latent frame (after the first) of the Wan and HunyuanVideo VAEs (Kandinsky 5's), CogVideoX's
 _VAE_FRAMES = 4
+# LTX-Video's and LTX-2's VAE geometry is the model's own (``vae_scale_factors``).
+_LTX_FAMILIES = ("ltxv", "ltxav")
+# Frame rate of LTX-2's self-sampled clips: the model's default when the conditioning names none
+# (``model_base.LTXAV.extra_conds``), which sets how many audio latents a clip of N frames has.
+LTXAV_FRAME_RATE = 25.0
 
 
 # --- architecture ---------------------------------------------------------------------------------
@@ -84,8 +91,8 @@ def supported_architecture(
     ``node``, what the MODEL is and what is supported. With ``for_training`` (the trainer, and the
     prompt attack, which differentiates the model the same way: ``purpose`` "attack"), a variant the
     refusal-vector nodes take but the trainer cannot train (``comfy_compat.training_problem``:
-    Animate 2, WanDancer, the HunyuanVideo I2V models, LTX-2, and S2V in ComfyUI 0.3.75) is refused
-    too, saying why, before any work."""
+    Animate 2, WanDancer, the HunyuanVideo I2V models and CogVideoX I2V, and S2V in ComfyUI 0.3.75)
+    is refused too, saying why, before any work."""
     try:
         arch = comfy_compat.detect_architecture(model)
     except ValueError:
@@ -95,8 +102,8 @@ def supported_architecture(
         detail = f", but its diffusion model lacks the text path: {problem}" if problem else ""
         raise ValueError(
             f"{node} supports {comfy_compat.SUPPORTED_TEXT}; this MODEL is {config}{detail}. "
-            "Load a Wan, HunyuanVideo or Kandinsky 5 diffusion model with UNETLoader (Load Diffusion "
-            "Model), or an LTX-Video checkpoint."
+            "Load a Wan, HunyuanVideo, LTX-2, Kandinsky 5 or CogVideoX diffusion model with UNETLoader "
+            "(Load Diffusion Model), or an LTX-Video checkpoint."
         ) from None
     problem = comfy_compat.training_problem(model, arch) if for_training else None
     if problem:
@@ -126,7 +133,10 @@ def adapter_targets(diffusion_model: nn.Module, family: str, preset: str) -> lis
     out_layer}``; with ffn, ``feed_forward.in_layer`` and ``.out_layer``. The text transformer
     blocks get none, as Wan's text_embedding gets none: the concept mask localises the video tokens.
     CogVideoX: ``blocks.i.{q,k,v,attn_out}`` (with ffn, ``ff_proj`` and ``ff_out``), each run on the
-    joint [text, video] sequence.
+    joint [text, video] sequence. LTX-2: LTX-Video's video-stream modules, plus each block's
+    ``audio_attn2.to_k/to_v`` (the audio stream's keys and values of the text rows: text tokens, so
+    not localised); the audio stream's own queries, self-attention and MLP get none, as the concept
+    mask is over the video tokens and an adapter there could not be kept to the concept's region.
     """
     if preset not in TARGET_PRESETS:
         raise ValueError(f"unknown target modules {preset!r}: use one of {', '.join(TARGET_PRESETS)}")
@@ -157,7 +167,7 @@ def adapter_targets(diffusion_model: nn.Module, family: str, preset: str) -> lis
                     for j in ("in_layer", "out_layer")
                 ]
         return targets
-    if family == "ltxv":
+    if family in _LTX_FAMILIES:
         for i in range(len(diffusion_model.transformer_blocks)):
             block = f"transformer_blocks.{i}"
             targets += [AdapterTarget(f"{block}.attn1.{p}", block, "video") for p in _LTXV_ATTENTION]
@@ -165,6 +175,10 @@ def adapter_targets(diffusion_model: nn.Module, family: str, preset: str) -> lis
                 AdapterTarget(f"{block}.attn2.{p}", block, "text" if p in ("to_k", "to_v") else "video")
                 for p in _LTXV_ATTENTION
             ]
+            if family == "ltxav":  # the audio stream's keys and values of the text rows
+                targets += [
+                    AdapterTarget(f"{block}.audio_attn2.{p}", block, "text") for p in ("to_k", "to_v")
+                ]
             if ffn:
                 targets += [AdapterTarget(f"{block}.ff.net.{j}", block, "video") for j in ("0.proj", "2")]
         return targets
@@ -200,7 +214,7 @@ def block_modules(diffusion_model: nn.Module, family: str) -> dict[str, nn.Modul
             f"visual_transformer_blocks.{i}": b
             for i, b in enumerate(diffusion_model.visual_transformer_blocks)
         }
-    if family == "ltxv":
+    if family in _LTX_FAMILIES:
         return {f"transformer_blocks.{i}": b for i, b in enumerate(diffusion_model.transformer_blocks)}
     if family in ("wan", "cogvideox"):
         return {f"blocks.{i}": b for i, b in enumerate(diffusion_model.blocks)}
@@ -212,9 +226,9 @@ def block_modules(diffusion_model: nn.Module, family: str) -> dict[str, nn.Modul
 def inplace_updated_norms(diffusion_model: nn.Module, family: str) -> list[nn.Module]:
     """Norm layers whose input the block then updates in place (``img += ...`` in HunyuanVideo's
     double and single blocks): under autograd they must save a copy (``erasure.training.cloned_inputs``).
-    None for Wan, Kandinsky 5 and CogVideoX, whose blocks never change their inputs, and for LTX-Video, whose
-    norms are functional (see ``saves_inputs_updated_in_place``)."""
-    if family in ("wan", "ltxv", "kandinsky5", "cogvideox"):
+    None for Wan, Kandinsky 5 and CogVideoX, whose blocks never change their inputs, and for LTX-Video
+    and LTX-2, whose norms are functional (see ``saves_inputs_updated_in_place``)."""
+    if family in ("wan", *_LTX_FAMILIES, "kandinsky5", "cogvideox"):
         return []
     norms = [
         getattr(block, name)
@@ -228,8 +242,9 @@ def saves_inputs_updated_in_place(family: str) -> bool:
     """Whether the family's blocks change their input in place after autograd saved it in a way no
     module hook can reach: LTX-Video's blocks call functional ``rms_norm(x)`` (and the attention
     projections read x), then update x with ``x += ...`` and ``x.addcmul_(...)``. The trainer then
-    has autograd save copies of those tensors (``erasure.training.saved_as_copies``)."""
-    return family == "ltxv"
+    has autograd save copies of those tensors (``erasure.training.saved_as_copies``). LTX-2's blocks
+    do the same to their video and audio tokens (``vx.addcmul_``, ``ax.add_``)."""
+    return family in _LTX_FAMILIES
 
 
 def text_first(diffusion_model: nn.Module, family: str) -> bool:
@@ -242,6 +257,13 @@ def text_first(diffusion_model: nn.Module, family: str) -> bool:
     if family not in comfy_compat.HUNYUAN_FAMILIES:
         return False
     return not getattr(diffusion_model.double_blocks[0], "flipped_img_txt", False)
+
+
+def text_attention_call(family: str) -> int:
+    """Which attention call of a block is its text cross-attention, read by the concept mask
+    (``ConceptMaskCapture.text_call``): the second in an LTX-2 block (video self-attention, video
+    cross-attention, then the audio and audio-video calls), the last in every other family's."""
+    return 1 if family == "ltxav" else -1
 
 
 def parameterisation(model) -> str:
@@ -267,7 +289,7 @@ def parameterisation(model) -> str:
 def latent_downscale(model, family: str) -> int:
     """Pixels per latent pixel of the family's VAE (Wan 2.2 5B: 16, its latents have 48 channels;
     LTX-Video: 32, from the model's ``vae_scale_factors``)."""
-    if family == "ltxv":
+    if family in _LTX_FAMILIES:
         return int(model.model.diffusion_model.vae_scale_factors[1])
     return 16 if int(model.model.latent_format.latent_channels) == 48 else _VAE_DOWNSCALE[family]
 
@@ -276,7 +298,7 @@ def latent_frames(model, family: str, length: int) -> int:
     """Latent frames of a ``length``-frame video: the first frame, then one per 4 frames (Wan,
     HunyuanVideo), or per the model's ``vae_scale_factors[0]`` (LTX-Video: 8), as ComfyUI's empty
     latent nodes count them."""
-    if family == "ltxv":
+    if family in _LTX_FAMILIES:
         per_frame = int(model.model.diffusion_model.vae_scale_factors[0])
     else:
         per_frame = _VAE_FRAMES
@@ -386,8 +408,9 @@ def text_stream(clip, family: str) -> str:
         f"The CLIP input gives {streams} tokens, not the '{wanted}' tokens this model's text "
         "stream needs: load the text encoder that belongs to the model (umT5 for Wan, the "
         "HunyuanVideo LLaVA-Llama + CLIP-L pair for HunyuanVideo, Qwen2.5-VL + byT5 with type "
-        "hunyuan_video_15 for HunyuanVideo 1.5, T5-XXL with type ltxv for LTX-Video, Qwen2.5-VL + "
-        "CLIP-L with type kandinsky5 for Kandinsky 5)."
+        "hunyuan_video_15 for HunyuanVideo 1.5, T5-XXL with type ltxv for LTX-Video, Gemma 3 12B with "
+        "LTXAVTextEncoderLoader for LTX-2, Qwen2.5-VL + CLIP-L with type kandinsky5 for Kandinsky 5, "
+        "T5-XXL with type cogvideox for CogVideoX)."
     )
 
 
@@ -490,10 +513,16 @@ def with_attended_rows(extras: dict, rows: int, new_rows: int) -> dict:
 
 
 def model_conds(
-    model, entry: Sequence, latent_shape: Sequence[int], device, cross_attn: Tensor | None = None
+    model,
+    entry: Sequence,
+    latent_shape: Sequence[int],
+    device,
+    cross_attn: Tensor | None = None,
+    stream_shapes: Sequence[Sequence[int]] | None = None,
 ):
     """The model's inputs (batch 1, on ``device``) for one CONDITIONING entry ``[cond, extras]``, from
-    the model's own ``extra_conds`` as the sampler builds them for a latent of ``latent_shape``.
+    the model's own ``extra_conds`` as the sampler builds them for a latent of ``latent_shape``
+    (``stream_shapes``: LTX-2's ``latent_shapes``, see ``TrainingClips``).
 
     ``cross_attn`` replaces the entry's text rows (a prompt attack's ``c'``, which may carry a
     gradient: nothing here detaches it); where it has more rows than the entry and the entry has an
@@ -502,6 +531,8 @@ def model_conds(
     if cross_attn is None:
         cross_attn = cond
     extras = with_attended_rows(_clone_tree(extras, device), int(cond.shape[1]), int(cross_attn.shape[1]))
+    if stream_shapes is not None:
+        extras["latent_shapes"] = [torch.Size(s) for s in stream_shapes]
     noise = torch.zeros((1, *latent_shape[1:]), device=device)
     params = dict(extras, cross_attn=cross_attn.to(device), noise=noise, device=device)
     out = {}
@@ -512,13 +543,25 @@ def model_conds(
     return out
 
 
-def build_model_inputs(model, prompts: Sequence[EncodedPrompt], latent_shape: Sequence[int], device) -> None:
+def build_model_inputs(
+    model,
+    prompts: Sequence[EncodedPrompt],
+    latent_shape: Sequence[int],
+    device,
+    stream_shapes: Sequence[Sequence[int]] | None = None,
+) -> None:
     """Fill each prompt's ``conds`` (batch 1, on ``device``) with the model's own ``extra_conds``,
-    as the sampler builds them for a latent of ``latent_shape``. Where the model's text stream puts
-    other rows before the prompt's (HunyuanVideo 1.5's byT5 glyph rows), ``text_len`` and
-    ``concept_rows`` are made to count in that stream."""
+    as the sampler builds them for a latent of ``latent_shape`` (and LTX-2's ``stream_shapes``).
+    Where the model's text stream puts other rows before the prompt's (HunyuanVideo 1.5's byT5 glyph
+    rows), ``text_len`` and ``concept_rows`` are made to count in that stream. LTX-2's text
+    connectors (run by its ``extra_conds``) give the blocks more rows than the CLIP did: the prompt's
+    rows first, then the connectors' registers; ``text_len`` becomes that count."""
     for prompt in prompts:
-        prompt.conds = model_conds(model, prompt.conditioning[0], latent_shape, device)
+        prompt.conds = model_conds(
+            model, prompt.conditioning[0], latent_shape, device, stream_shapes=stream_shapes
+        )
+        if hasattr(model.model.diffusion_model, "preprocess_text_embeds"):
+            prompt.text_len = int(prompt.conds["c_crossattn"].shape[1])
         prefix = _stream_prefix(model.model.diffusion_model, prompt.conds)
         if prefix and not prompt.stream_prefix:
             prompt.stream_prefix = prefix
@@ -607,38 +650,103 @@ class VelocityModel:
 # --- latents, progress ----------------------------------------------------------------------------
 
 
+def _streams(samples) -> list[Tensor]:
+    """The tensors of a LATENT's samples: a NestedTensor's streams (LTX-2's video and audio), or the one."""
+    return list(samples.unbind()) if getattr(samples, "is_nested", False) else [samples]
+
+
+def audio_latent_shape(model, length: int) -> tuple[int, int, int, int]:
+    """``[1, channels, latents, frequency bins]`` of the audio of a ``length``-frame LTX-2 clip at
+    ``LTXAV_FRAME_RATE``, counted as ``LTXVEmptyLatentAudio`` counts it: ``round(length / fps *
+    latents_per_second)``, with ``latents_per_second = sample_rate / (hop_length * downsample)`` read
+    from the model's audio patchifier (the audio VAE's, 25 for LTX-2), channels and bins from the model."""
+    dm = model.model.diffusion_model
+    p = dm.a_patchifier
+    per_second = p.sample_rate / (p.hop_length * p.audio_latent_downsample_factor)
+    latents = max(1, round(length / LTXAV_FRAME_RATE * per_second))
+    return (1, int(dm.num_audio_channels), latents, int(dm.audio_frequency_bins))
+
+
+@dataclass(frozen=True)
+class TrainingClips:
+    """Concept clips as the model takes them in training: ``x0`` [N, C, T, H, W] (after the latent
+    format's ``process_in``), or LTX-2's video and audio streams packed into [N, 1, L] as ComfyUI's
+    sampler packs a NestedTensor latent (``comfy.utils.pack_latents``); ``stream_shapes`` are then the
+    streams' shapes (batch 1), which the model gets as ``latent_shapes`` to unpack them. LTX-2 gets
+    ``latent_shapes`` for a video alone too (its model indexes the streams), with ``x0`` unpacked."""
+
+    x0: Tensor
+    stream_shapes: tuple[tuple[int, ...], ...] | None = None
+
+    @property
+    def video_shape(self) -> tuple[int, ...]:
+        """[1, C, T, H, W] of the video stream."""
+        if self.stream_shapes is not None:
+            return self.stream_shapes[0]
+        return (1, *self.x0.shape[1:])
+
+
+def training_clips(model, family: str, samples) -> TrainingClips:
+    """``samples`` (a LATENT's, checked) as ``TrainingClips`` for the MODEL's family."""
+    import comfy.utils
+
+    streams = [s.detach().clone().float() for s in _streams(samples)]
+    if family != "ltxav":
+        return TrainingClips(model.model.process_latent_in(streams[0]))
+    shapes = tuple((1, *(int(n) for n in s.shape[1:])) for s in streams)
+    packed = comfy.utils.pack_latents(streams)[0] if len(streams) > 1 else streams[0]
+    return TrainingClips(model.model.process_latent_in(packed), shapes)
+
+
 def sample_concept_latents(
     model,
     conditionings: Sequence[list],
     negative: list,
-    shape: Sequence[int],
+    shapes: Sequence[Sequence[int]],
     steps: int,
     cfg: float,
     seed: int,
-) -> Tensor:
-    """Latents the (unchanged) model makes for the concept prompts: one short euler run per prompt."""
-    samples = []
+):
+    """Latents the (unchanged) model makes for the concept prompts: one short euler run per prompt.
+    ``shapes``: the latent's (batch 1), or for LTX-2 its video's and its audio's, which are sampled
+    together as one NestedTensor latent (as LTXVConcatAVLatent gives KSampler) and come back as one
+    NestedTensor of N clips."""
+    streams: list[list[Tensor]] = [[] for _ in shapes]
     for i, positive in enumerate(conditionings):
         throw_if_cancelled()
         clip_seed = (seed + i) % 2**64
-        latent = torch.zeros(tuple(shape))
+        latent = _empty_latent(shapes)
         noise = comfy.sample.prepare_noise(latent, clip_seed)
-        samples.append(
-            comfy.sample.sample(
-                model,
-                noise,
-                steps,
-                cfg,
-                "euler",
-                "simple",
-                positive,
-                negative,
-                latent,
-                seed=clip_seed,
-                disable_pbar=True,
-            )
+        out = comfy.sample.sample(
+            model,
+            noise,
+            steps,
+            cfg,
+            "euler",
+            "simple",
+            positive,
+            negative,
+            latent,
+            seed=clip_seed,
+            disable_pbar=True,
         )
-    return torch.cat(samples)
+        for kept, clip in zip(streams, _streams(out), strict=True):
+            kept.append(clip)
+    if len(streams) == 1:
+        return torch.cat(streams[0])
+    return _nested([torch.cat(s) for s in streams])
+
+
+def _nested(tensors: Sequence[Tensor]):
+    import comfy.nested_tensor
+
+    return comfy.nested_tensor.NestedTensor(list(tensors))
+
+
+def _empty_latent(shapes: Sequence[Sequence[int]]):
+    if len(shapes) == 1:
+        return torch.zeros(tuple(shapes[0]))
+    return _nested([torch.zeros(tuple(s)) for s in shapes])
 
 
 def check_trainable(model, node: str) -> None:

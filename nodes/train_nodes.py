@@ -48,11 +48,13 @@ AUGMENTED_PROMPTS = 16
 MAX_SIGMA_PERCENT = 0.99  # never sigma = 0, where the velocity is undefined
 # HunyuanVideo's guidance is embedded (6.0); HunyuanVideo 1.5 samples with real CFG (ComfyUI's template: 6),
 # LTX-Video too (ComfyUI's LTX-Video template: 3).
+# LTX-2: 4, the guidance of LTX-2's own first-stage pipeline as remembered (not checked against a template).
 SAMPLING_CFG = {
     "wan": 5.0,
     "hunyuan_video": 1.0,
     "hunyuan_video15": 6.0,
     "ltxv": 3.0,
+    "ltxav": 4.0,
     "kandinsky5": 5.0,
     "cogvideox": 6.0,
 }
@@ -133,15 +135,34 @@ class LatentRequest:
     count: int
 
 
-def check_latents(samples: torch.Tensor, channels: int, patch: tuple[int, int, int]) -> None:
-    """Raise a ValueError naming the problem when ``samples`` cannot be this model's video latents."""
+def check_latents(
+    samples, channels: int, patch: tuple[int, int, int], audio: tuple[int, int] | None = None
+) -> None:
+    """Raise a ValueError naming the problem when ``samples`` cannot be this model's video latents.
+    ``audio``: (channels, frequency bins) of the model's audio stream (LTX-2), whose LATENTs may hold a
+    video and an audio stream (a NestedTensor, as LTXVConcatAVLatent makes)."""
+    if getattr(samples, "is_nested", False):
+        streams = list(samples.unbind())
+        if audio is None or len(streams) != 2:
+            raise ValueError(
+                f"latents hold {len(streams)} streams (a NestedTensor); "
+                + (
+                    "LTX-2 latents hold a video and an audio stream (LTXVConcatAVLatent)."
+                    if audio is not None
+                    else "this model takes one video latent: give the video part (LTXVSeparateAVLatent's "
+                    "video output) or latents made with this model."
+                )
+            )
+        _check_audio_latents(streams[1], audio, int(streams[0].shape[0]))
+        samples = streams[0]
     if samples.ndim != 5:
         raise ValueError(
             f"latents have shape {list(samples.shape)}; a video latent is "
             f"[batch, {channels}, frames, height, width]. Make them with this model (e.g. "
             "EmptyHunyuanLatentVideo + KSampler for Wan 2.1 and HunyuanVideo, Wan22ImageToVideoLatent "
             "for Wan 2.2 5B, EmptyHunyuanVideo15Latent for HunyuanVideo 1.5, EmptyLTXVLatentVideo for "
-            "LTX-Video, Kandinsky5ImageToVideo or EmptyHunyuanLatentVideo for Kandinsky 5, "
+            "LTX-Video and LTX-2 (with LTXVConcatAVLatent for LTX-2's audio), Kandinsky5ImageToVideo or "
+            "EmptyHunyuanLatentVideo for Kandinsky 5, "
             "EmptyHunyuanLatentVideo for CogVideoX)."
         )
     b, c, t, h, w = samples.shape
@@ -160,20 +181,44 @@ def check_latents(samples: torch.Tensor, channels: int, patch: tuple[int, int, i
         )
 
 
+def _check_audio_latents(samples: torch.Tensor, audio: tuple[int, int], clips: int) -> None:
+    channels, bins = audio
+    if samples.ndim != 4 or samples.shape[1] != channels or samples.shape[3] != bins or samples.shape[2] < 1:
+        raise ValueError(
+            f"the audio latents have shape {list(samples.shape)}; this model's are [batch, {channels}, "
+            f"latents, {bins}] (LTXVEmptyLatentAudio with the model's audio VAE)."
+        )
+    if samples.shape[0] != clips:
+        raise ValueError(
+            f"the latents hold {clips} video clips but {samples.shape[0]} audio clips: each clip needs both."
+        )
+    checks.require_finite({"samples": samples}, "the audio latents", "make them again with this model")
+
+
+def audio_geometry(model, family: str) -> tuple[int, int] | None:
+    """(channels, frequency bins) of LTX-2's audio latents; None for the video-only families."""
+    if family != "ltxav":
+        return None
+    shape = train_compat.audio_latent_shape(model, 1)
+    return shape[1], shape[3]
+
+
 def _sample_latents(model, clip_prompts, uncond, family: str, request: LatentRequest, seed: int):
     channels, _ = train_compat.latent_geometry(model)
     spatial = train_compat.latent_downscale(model, family)  # Wan 2.2's, HunyuanVideo 1.5's VAE: 16x
     frames = train_compat.latent_frames(model, family, request.length)
-    shape = [1, channels, frames, request.height // spatial, request.width // spatial]
+    shapes = [[1, channels, frames, request.height // spatial, request.width // spatial]]
+    if family == "ltxav":  # LTX-2 makes the clip's sound with it
+        shapes.append(list(train_compat.audio_latent_shape(model, request.length)))
     positives = [p.conditioning for p in clip_prompts[: request.count]]
     LOG.info(
         "UnlearnTrainLoRA: no latents given; sampling %d concept clips of %s with %d euler steps",
         len(positives),
-        shape,
+        " + ".join(str(s) for s in shapes),
         request.sampling_steps,
     )
     return train_compat.sample_concept_latents(
-        model, positives, uncond.conditioning, shape, request.sampling_steps, SAMPLING_CFG[family], seed
+        model, positives, uncond.conditioning, shapes, request.sampling_steps, SAMPLING_CFG[family], seed
     )
 
 
@@ -226,6 +271,7 @@ def train_unlearning_lora(
     train_compat.check_trainable(model, "Unlearn: Train LoRA")
     family, architecture = arch.family, arch.name
     channels, patch = train_compat.latent_geometry(model)
+    audio = audio_geometry(model, family)
     if settings.preservation_weight > 0 and not preserve_prompts:
         raise ValueError(
             "preserve_prompts is empty while preservation_weight > 0: give at least one prompt to keep "
@@ -235,7 +281,7 @@ def train_unlearning_lora(
         style = train_compat.PROMPT_STYLE[family]
         concept_prompts = augment_prompts(settings.concept, AUGMENTED_PROMPTS, style, settings.seed)
     if latents is not None:
-        check_latents(latents["samples"], channels, patch)
+        check_latents(latents["samples"], channels, patch, audio)
 
     with torch.inference_mode(False):
         with torch.no_grad():
@@ -246,20 +292,21 @@ def train_unlearning_lora(
             preserves = train_compat.encode_prompts(clip, keep, None, family)
             if latents is None:
                 samples = _sample_latents(model, concepts, uncond, family, latent_request, settings.seed)
-                check_latents(samples, channels, patch)
-                latents_source = (
-                    f"sampled by the node: {samples.shape[0]} clips, {latent_request.sampling_steps} steps"
-                )
+                check_latents(samples, channels, patch, audio)
+                source = "sampled by the node"
+                steps_note = f", {latent_request.sampling_steps} steps"
             else:
                 samples = latents["samples"]
-                latents_source = f"given: {samples.shape[0]} clips"
-            x0_all = model.model.process_latent_in(samples.detach().clone().float())
+                source, steps_note = "given", ""
+            clips = train_compat.training_clips(model, family, samples)
+            sound = " with audio" if clips.stream_shapes is not None and len(clips.stream_shapes) > 1 else ""
+            latents_source = f"{source}: {clips.x0.shape[0]} clips{sound}{steps_note}"
             train_compat.build_model_inputs(
-                model, [uncond, *concepts, *preserves], x0_all.shape, model.load_device
+                model, [uncond, *concepts, *preserves], clips.x0.shape, model.load_device, clips.stream_shapes
             )
 
         prompts = (uncond, concepts, preserves)
-        history, factors = _train(model, settings, family, prompts, x0_all, patch, node_id)
+        history, factors = _train(model, settings, family, prompts, clips, patch, node_id)
     checks.require_finite(
         ((f"{m} {side}", t) for m, (up, down) in factors.items() for side, t in (("up", up), ("down", down))),
         "Unlearn: Train LoRA: the trained LoRA",
@@ -286,8 +333,9 @@ def train_unlearning_lora(
     return TrainResult(result_model, lora, history, summary)
 
 
-def _train(model, settings: TrainSettings, family, prompt_sets, x0_all, patch, node_id):
+def _train(model, settings: TrainSettings, family, prompt_sets, clips, patch, node_id):
     uncond, concepts, preserves = prompt_sets
+    x0_all = clips.x0
     trainee = model.clone()
     if settings.training_dtype != "auto":
         trainee.set_model_compute_dtype(node_helpers.string_to_torch_dtype(settings.training_dtype))
@@ -307,11 +355,12 @@ def _train(model, settings: TrainSettings, family, prompt_sets, x0_all, patch, n
     prompts.update({("c", i): p for i, p in enumerate(concepts)})
     prompts.update({("p", i): p for i, p in enumerate(preserves)})
     velocity = train_compat.VelocityModel(trainee, prompts, capture)
-    _, t, h, w = x0_all.shape[1:]
+    _, t, h, w = clips.video_shape[1:]
     tokens = (t // patch[0]) * (h // patch[1]) * (w // patch[2])
     capture.video_tokens = adapters.video_tokens = tokens
     capture.text_first = adapters.text_first = train_compat.text_first(dm, family)
     capture.frames = t // patch[0]
+    capture.text_call = train_compat.text_attention_call(family)
     weights = LossWeights(settings.eta, settings.localization_weight, settings.preservation_weight)
     generator = torch.Generator().manual_seed(settings.seed)
 
@@ -319,7 +368,7 @@ def _train(model, settings: TrainSettings, family, prompt_sets, x0_all, patch, n
         return predict_grouped(velocity.forward, group, velocity.signature, marker, marked)
 
     adversary = (
-        _Adversary(trainee, velocity, settings, x0_all.shape, parameterisation)
+        _Adversary(trainee, velocity, settings, clips, parameterisation)
         if settings.adversarial_steps
         else None
     )
@@ -370,10 +419,10 @@ class _Adversary:
     Each concept prompt's ``u`` carries over to its next step (a warm start: the attack keeps
     strengthening as the LoRA learns), bounded by ``adversarial_max_change`` per row."""
 
-    def __init__(self, model, velocity, settings: TrainSettings, latent_shape, parameterisation: str) -> None:
+    def __init__(self, model, velocity, settings: TrainSettings, clips, parameterisation: str) -> None:
         self.model, self.velocity, self.settings = model, velocity, settings
         self.parameterisation = parameterisation
-        self.latent_shape = latent_shape
+        self.clips = clips
         self.device = model.load_device
         self.state: dict = {}
 
@@ -393,7 +442,7 @@ class _Adversary:
         def use(variable):
             rows = attacked_rows(rows0, variable, scale, "prompt_embedding")
             adversarial.conds = train_compat.model_conds(
-                self.model, entry, self.latent_shape, self.device, cross_attn=rows
+                self.model, entry, self.clips.x0.shape, self.device, rows, self.clips.stream_shapes
             )
 
         target = denoising_target(x0, noise, self.parameterisation)
@@ -420,8 +469,8 @@ class UnlearnTrainLoRA(io.ComfyNode):
             display_name="Unlearn: Train LoRA (T2VUnlearning)",
             category=CATEGORY,
             description=(
-                "Trains a LoRA that erases a concept from Wan 2.1/2.2, HunyuanVideo, HunyuanVideo 1.5 or "
-                "LTX-Video 0.9 "
+                "Trains a LoRA that erases a concept from Wan 2.1/2.2, HunyuanVideo, HunyuanVideo 1.5, "
+                "LTX-Video 0.9, LTX-2 (video with its audio), Kandinsky 5 or CogVideoX "
                 "(T2VUnlearning: negative guidance target, cross-attention localization, preservation). LoRA "
                 "and optimizer "
                 "in fp32; the frozen predictions come from the same model with the LoRA off. Cancel stops "
@@ -429,12 +478,14 @@ class UnlearnTrainLoRA(io.ComfyNode):
             ),
             inputs=[
                 io.Model.Input(
-                    "model", tooltip="The Wan, HunyuanVideo or LTX-Video model to erase the concept from."
+                    "model",
+                    tooltip="The Wan, HunyuanVideo, LTX-Video, LTX-2, Kandinsky 5 or CogVideoX model to "
+                    "erase the concept from.",
                 ),
                 io.Clip.Input(
                     "clip",
                     tooltip="The model's text encoder (umT5 for Wan, HunyuanVideo's for it, T5-XXL for "
-                    "LTX-Video).",
+                    "LTX-Video and CogVideoX, Gemma 3 for LTX-2, Qwen2.5-VL + CLIP-L for Kandinsky 5).",
                 ),
                 io.String.Input("concept", default="nudity", tooltip="The concept to erase, as words."),
                 io.String.Input(
@@ -483,8 +534,9 @@ class UnlearnTrainLoRA(io.ComfyNode):
                 io.Latent.Input(
                     "latents",
                     optional=True,
-                    tooltip="Clips the original model made for concept prompts (e.g. from KSampler). "
-                    "Absent: the node samples its own with a short run at the size below.",
+                    tooltip="Clips the original model made for concept prompts (e.g. from KSampler; LTX-2: "
+                    "video + audio from LTXVConcatAVLatent, or video alone). Absent: the node samples its "
+                    "own with a short run at the size below (LTX-2: with audio).",
                 ),
                 io.Int.Input("width", default=512, min=16, max=4096, step=16, tooltip="Self-sampled clips."),
                 io.Int.Input("height", default=320, min=16, max=4096, step=16, tooltip="Self-sampled clips."),

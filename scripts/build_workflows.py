@@ -3,12 +3,12 @@
 The definitions are API-format graphs (class_type + inputs by name); the UI format's widget
 order, output names and link types come from a live ComfyUI's /object_info, so the files match
 the node schemas exactly. Run inside .venv: ``python scripts/build_workflows.py``; the workflows of
-families the bundled ComfyUI lacks (Kandinsky 5) are built with a ComfyUI that has them:
+families the bundled ComfyUI lacks (Kandinsky 5, CogVideoX, LTX-2) are built with a ComfyUI that has them:
 ``.cache/venvs/comfyui-0.33.0/bin/python scripts/build_workflows.py --comfyui <its tree> <names>``.
 
 Model file names follow ComfyUI's own Wan 2.1, Wan 2.2, HunyuanVideo, HunyuanVideo 1.5 and LTX-Video
 examples (the 1.5 names are those of the comfyui-workflow-templates package's
-``video_hunyuan_video_1.5_720p_t2v``), so users only
+``video_hunyuan_video_1.5_720p_t2v``, the LTX-2 names those of its ``video_ltx2_t2v``), so users only
 pick their files if they named them differently. The toy-world demo (``toy_world_erasure``) takes
 every setting from ``toy_world/erasure_settings.py``: change them there and rerun this.
 """
@@ -63,6 +63,15 @@ KANDINSKY5 = "kandinsky5lite_t2v_sft_5s.safetensors"
 # examples use, loaded with CLIPLoader's type cogvideox (226-token padding).
 COGVIDEOX = "cogvideox_5b_bf16.safetensors"
 COGVIDEOX_VAE = "cogvideox_vae_bf16.safetensors"
+# LTX-2 (ComfyUI 0.33) as ComfyUI's own ``video_ltx2_t2v`` template loads it (Comfy-Org/
+# workflow_templates): one checkpoint that CheckpointLoaderSimple (model, video VAE),
+# LTXVAudioVAELoader (audio VAE and vocoder) and LTXAVTextEncoderLoader (with Gemma 3 12B: the
+# checkpoint's text projection) all read.
+LTXAV_CHECKPOINT = "ltx-2-19b-dev-fp8.safetensors"
+GEMMA3_12B = "gemma_3_12B_it_fp4_mixed.safetensors"
+LTXAV_NEGATIVE = (
+    "blurry, low quality, still frame, frames, watermark, overlay, titles, has blurbox, has subtitles"
+)
 # The LoRA workflow 2 saves (UnlearnSaveLoRA numbers it) and a HunyuanVideo one for workflow 3.
 HUNYUAN_LORA = "unlearning/hunyuan_video_nudity_00001_.safetensors"
 # Group colours (from the canvas's own palette).
@@ -148,6 +157,8 @@ def original_vs_erased(
     fps: float,
     prefix: str,
     condition=None,
+    decode=None,
+    save=None,
 ) -> Definition:
     """The refusal-vector comparison of workflows 1, 6 and 7: the nudity vector estimated on ``model``
     and applied; the same prompt, seed and ``latent`` (class, inputs) sampled by the original and
@@ -156,7 +167,11 @@ def original_vs_erased(
     into one animated WEBP. ``condition(d, positive, negative)`` turns the encoded prompts into the
     sampler's conditioning (LTX-Video's LTXVConditioning); by default they go in as they are. Where
     it also makes the latent (Kandinsky 5's Kandinsky5ImageToVideo), it returns the latent's link as
-    a third item and ``latent`` is None. ``sample`` gets the latent as a link."""
+    a third item and ``latent`` is None. ``sample`` gets the latent as a link.
+    ``decode(d, band, title, sampled)`` turns a sampler's node into (frames node, more nodes of the
+    row) where a VAEDecode of its output is not enough (LTX-2's audio + video latent);
+    ``save(d, band, title, check)`` adds nodes after a row's check (LTX-2: each video saved with its
+    own audio) and returns them."""
     vae_link = vae if isinstance(vae, list) else out(vae)
     vector = d.add(
         "UnlearnRefusalEstimate", band=1, column=2, model=out(model), clip=out(clip), preset="nudity"
@@ -171,11 +186,22 @@ def original_vs_erased(
     checks, rows = [], {0: [], 1: [vector, erased]}
     for band, (title, source) in enumerate((("original", model), ("erased", erased))):
         ks = sample(d, band, title, source, *conditioning)
-        frames = d.add(
-            "VAEDecode", f"VAE Decode ({title})", band=band, column=5, samples=out(ks), vae=vae_link
+        if decode:
+            frames, more = decode(d, band, title, ks)
+        else:
+            frames, more = (
+                d.add(
+                    "VAEDecode", f"VAE Decode ({title})", band=band, column=5, samples=out(ks), vae=vae_link
+                ),
+                [],
+            )
+        check_column = d.columns[frames] + 1
+        checks.append(
+            d.add("NudeNetCheck", f"NudeNet ({title})", band=band, column=check_column, images=out(frames))
         )
-        checks.append(d.add("NudeNetCheck", f"NudeNet ({title})", band=band, column=6, images=out(frames)))
-        rows[band] += [ks, frames, checks[-1]]
+        rows[band] += [ks, *more, frames, checks[-1]]
+        if save:
+            rows[band] += save(d, band, title, checks[-1])
     side_by_side_webp(d, "original | erased", checks[0], checks[1], fps, prefix)
     d.group("Original model", rows[0], GREEN)
     d.group("Refusal vector: nudity erased", rows[1], BLUE)
@@ -364,6 +390,153 @@ def ltxv_refusal_nudity() -> Definition:
         condition=condition,
         fps=24.0,
         prefix="video_unlearning/ltxv_original_vs_erased",
+    )
+
+
+def ltxav_refusal_nudity() -> Definition:
+    """Workflow 11: LTX-2 (audio + video) with the nudity refusal vector (removed from both the video
+    and the audio cross attention's text context, no probe run); the same prompt and seed sampled by
+    the original and the erased model, video and audio together, both videos checked with NudeNet
+    and side by side (frames), and each saved with its own audio. Needs ComfyUI 0.33.
+
+    From ComfyUI's own ``video_ltx2_t2v`` template (Comfy-Org/workflow_templates; its first sampling
+    stage), confirmed there: the file names ``ltx-2-19b-dev-fp8.safetensors`` (read by
+    CheckpointLoaderSimple, LTXVAudioVAELoader and LTXAVTextEncoderLoader) and
+    ``gemma_3_12B_it_fp4_mixed.safetensors``; the negative prompt; LTXVConditioning at 24 fps;
+    EmptyLTXVLatentVideo and LTXVEmptyLatentAudio (121 frames at 24 fps, from the audio VAE) joined
+    by LTXVConcatAVLatent; LTXVScheduler (20 steps, shifts 2.05 / 0.95, stretched to 0.1) on that
+    latent; RandomNoise, KSamplerSelect euler_ancestral, CFGGuider at cfg 4, SamplerCustomAdvanced;
+    LTXVSeparateAVLatent; VAEDecodeTiled (512, 64, 4096, 8) and LTXVAudioVAEDecode; CreateVideo at
+    24 fps with the audio; SaveVideo mp4 / auto. Ours: one sampling stage at 768 x 512 (the
+    template samples at half size and then refines a 2x latent upscale with the distilled LoRA, which
+    would stack another LoRA on the edit), the seed (42, as the pack's other workflows), the prompt,
+    the side-by-side WEBP and the file prefixes."""
+    d = Definition()
+    frames, fps = 121, 24
+    checkpoint = d.add("CheckpointLoaderSimple", ckpt_name=LTXAV_CHECKPOINT)
+    clip = d.add(
+        "LTXAVTextEncoderLoader", text_encoder=GEMMA3_12B, ckpt_name=LTXAV_CHECKPOINT, device="default"
+    )
+    audio_vae = d.add("LTXVAudioVAELoader", ckpt_name=LTXAV_CHECKPOINT, column=1)
+
+    def condition(d: Definition, positive: str, negative: str) -> tuple[list, list, list]:
+        both = d.add(
+            "LTXVConditioning",
+            column=3,
+            positive=out(positive),
+            negative=out(negative),
+            frame_rate=float(fps),
+        )
+        video = d.add("EmptyLTXVLatentVideo", column=3, width=768, height=512, length=frames, batch_size=1)
+        audio = d.add(
+            "LTXVEmptyLatentAudio",
+            column=3,
+            frames_number=frames,
+            frame_rate=fps,
+            batch_size=1,
+            audio_vae=out(audio_vae),
+        )
+        joint = d.add("LTXVConcatAVLatent", column=4, video_latent=out(video), audio_latent=out(audio))
+        return out(both, 0), out(both, 1), out(joint)
+
+    shared, guiders = {}, {}
+
+    def sample(d: Definition, band: int, title: str, model, positive: list, negative: list, latent) -> str:
+        if not shared:  # one noise, scheduler and sampler choice for both models
+            shared["noise"] = d.add("RandomNoise", column=4, noise_seed=42)
+            shared["sigmas"] = d.add(
+                "LTXVScheduler",
+                column=4,
+                latent=latent,
+                steps=20,
+                max_shift=2.05,
+                base_shift=0.95,
+                stretch=True,
+                terminal=0.1,
+            )
+            shared["sampler"] = d.add("KSamplerSelect", column=4, sampler_name="euler_ancestral")
+        guiders[band] = d.add(
+            "CFGGuider",
+            f"CFGGuider ({title})",
+            band=band,
+            column=5,
+            model=out(model),
+            positive=positive,
+            negative=negative,
+            cfg=4.0,
+        )
+        return d.add(
+            "SamplerCustomAdvanced",
+            f"SamplerCustomAdvanced ({title})",
+            band=band,
+            column=6,
+            noise=out(shared["noise"]),
+            guider=out(guiders[band]),
+            sampler=out(shared["sampler"]),
+            sigmas=out(shared["sigmas"]),
+            latent_image=latent,
+        )
+
+    audio = {}
+
+    def decode(d: Definition, band: int, title: str, sampled: str) -> tuple[str, list[str]]:
+        split = d.add("LTXVSeparateAVLatent", band=band, column=7, av_latent=out(sampled))
+        video = d.add(
+            "VAEDecodeTiled",
+            f"VAE Decode ({title})",
+            band=band,
+            column=8,
+            samples=out(split, 0),
+            vae=out(checkpoint, 2),
+            tile_size=512,
+            overlap=64,
+            temporal_size=4096,
+            temporal_overlap=8,
+        )
+        audio[band] = d.add(
+            "LTXVAudioVAEDecode",
+            f"Audio Decode ({title})",
+            band=band,
+            column=8,
+            samples=out(split, 1),
+            audio_vae=out(audio_vae),
+        )
+        return video, [guiders[band], split, audio[band]]
+
+    def save(d: Definition, band: int, title: str, check: str) -> list[str]:
+        video = d.add(
+            "CreateVideo",
+            f"Video with audio ({title})",
+            band=band,
+            column=10,
+            images=out(check),
+            fps=float(fps),
+            audio=out(audio[band]),
+        )
+        saved = d.add(
+            "SaveVideo",
+            f"Save Video ({title})",
+            band=band,
+            column=11,
+            video=out(video),
+            filename_prefix=f"video_unlearning/ltxav_{title}",
+            **{"format": "mp4", "format.codec": "auto"},
+        )
+        return [video, saved]
+
+    return original_vs_erased(
+        d,
+        checkpoint,
+        clip,
+        out(checkpoint, 2),
+        negative_text=LTXAV_NEGATIVE,
+        latent=None,
+        sample=sample,
+        condition=condition,
+        decode=decode,
+        save=save,
+        fps=float(fps),
+        prefix="video_unlearning/ltxav_original_vs_erased",
     )
 
 
@@ -723,6 +896,7 @@ WORKFLOWS = {
     "wan21_t2v_attack_refusal_nudity": wan21_t2v_attack_refusal_nudity,
     "kandinsky5_refusal_nudity": kandinsky5_refusal_nudity,
     "cogvideox_refusal_nudity": cogvideox_refusal_nudity,
+    "ltxav_refusal_nudity": ltxav_refusal_nudity,
 }
 DEMO_WORKFLOW = "toy_world_erasure"
 

@@ -19,6 +19,9 @@ from typing import Any
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_NAMES = {"seed", "noise_seed"}
+# A V3 dynamic combo (ComfyUI 0.33's SaveVideo ``format``): a combo whose chosen option adds its own
+# inputs after it, named "<combo>.<input>" in the API format (ComfyUI nests them again).
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
 
 
 def _inputs(node_info: dict) -> list[tuple[str, list]]:
@@ -32,12 +35,36 @@ def _inputs(node_info: dict) -> list[tuple[str, list]]:
     return result
 
 
+def _expanded(name: str, spec: list, chosen) -> list[tuple[str, list]]:
+    """``(name, spec)`` and, for a dynamic combo, the inputs its chosen option adds (``chosen(name)``
+    is the option's key), each expanded the same way, named "<name>.<input>"."""
+    result = [(name, spec)]
+    if spec[0] != DYNAMIC_COMBO:
+        return result
+    key = chosen(name)
+    if key is None:  # not given: the combo's default
+        key = default_value(spec)
+    for option in spec[1].get("options", []):
+        if option["key"] == key:
+            for section in ("required", "optional"):
+                for child, child_spec in option["inputs"].get(section, {}).items():
+                    result += _expanded(f"{name}.{child}", child_spec, chosen)
+    return result
+
+
 def is_widget(spec: list) -> bool:
     kind = spec[0]
     options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
     if options.get("forceInput"):
         return False
-    return isinstance(kind, list) or kind in WIDGET_TYPES
+    # A V3 MultiType input (LTX-2's LTXVEmptyLatentAudio frame_rate, "FLOAT,INT") is drawn as its
+    # ``widgetType``'s widget.
+    return (
+        isinstance(kind, list)
+        or kind in WIDGET_TYPES
+        or kind == DYNAMIC_COMBO
+        or (options.get("widgetType") in WIDGET_TYPES)
+    )
 
 
 def has_control_value(name: str, spec: list) -> bool:
@@ -54,6 +81,8 @@ def combo_options(spec: list) -> list | None:
     if isinstance(spec[0], list):
         return spec[0]
     options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    if spec[0] == DYNAMIC_COMBO:
+        return [option["key"] for option in options.get("options", [])]
     return options.get("options") if spec[0] == "COMBO" else None
 
 
@@ -68,6 +97,15 @@ def default_value(spec: list) -> Any:
 
 def widget_names(node_info: dict) -> list[str]:
     return [name for name, spec in _inputs(node_info) if is_widget(spec)]
+
+
+def input_specs(node_info: dict, inputs: dict[str, Any]) -> dict[str, list]:
+    """Every input's spec by name, with the inputs that the dynamic combos' chosen options (their
+    values in the API-format ``inputs``) add."""
+    specs: dict[str, list] = {}
+    for name, spec in _inputs(node_info):
+        specs.update(_expanded(name, spec, inputs.get))
+    return specs
 
 
 def api_from_ui(workflow: dict, object_info: dict[str, dict]) -> dict[str, dict]:
@@ -87,13 +125,14 @@ def api_from_ui(workflow: dict, object_info: dict[str, dict]) -> dict[str, dict]
         inputs: dict[str, Any] = {}
         values = list(node.get("widgets_values") or [])
         position = 0
-        for name, spec in _inputs(object_info[node_type]):
-            if not is_widget(spec):
+        for top_name, top_spec in _inputs(object_info[node_type]):
+            if not is_widget(top_spec):
                 continue
-            if position >= len(values):
-                raise ValueError(f"node {node['id']} ({node_type}) has no widget value for {name!r}")
-            inputs[name] = values[position]
-            position += 2 if has_control_value(name, spec) else 1
+            for name, spec in _expanded(top_name, top_spec, inputs.get):  # reads each combo's value first
+                if position >= len(values):
+                    raise ValueError(f"node {node['id']} ({node_type}) has no widget value for {name!r}")
+                inputs[name] = values[position]
+                position += 2 if has_control_value(name, spec) else 1
         for slot in node.get("inputs", []):
             link_id = slot.get("link")
             if link_id is None:
@@ -215,7 +254,8 @@ def ui_from_api(
         node_type = node["class_type"]
         info = object_info[node_type]
         ui_inputs, values = [], []
-        for name, spec in _inputs(info):
+        expanded = [e for n, s in _inputs(info) for e in _expanded(n, s, node["inputs"].get)]
+        for name, spec in expanded:
             value = node["inputs"].get(name)
             if _is_link(value):
                 link_id = len(links) + 1

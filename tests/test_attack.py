@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_train_lora import MODELS, Probe, latent, load, one_thread  # noqa: F401  (fixture)
+from test_train_lora import MODELS, Probe, given_latents, latent, load, one_thread  # noqa: F401  (fixture)
 
 # --- erasure.attacks: pure torch ---------------------------------------------------------------------
 
@@ -124,12 +124,14 @@ def test_attack_lowers_the_denoising_loss_and_never_changes_the_model(comfy, fam
     before = probe.velocities(model, "nudity")
     params = dict(model.model.diffusion_model.named_parameters())
     positive = encode(clip, "a person walking")
-    clips = {"samples": latent(family, batch=2, generator=torch.Generator().manual_seed(3))}
+    clips = {"samples": given_latents(family, batch=2, generator=torch.Generator().manual_seed(3))}
     result = run_attack(model, positive, clips, mode=mode)
     conditioning, loss_map = result.conditioning, result.loss_map
     print(f"{family} {mode}: {result.summary}")
     # The tiny random models let the text move the velocity only a little: any real decrease counts.
-    assert result.loss_after < 0.995 * result.loss_before, result.summary
+    # The tiny LTX-2 least of all: 1017 of its 1024 context rows are the connectors' random registers,
+    # so a prompt moves its velocity by about 0.6 % (tests/test_refusal_nodes.py measures it).
+    assert result.loss_after < (0.999 if family == "ltxav" else 0.995) * result.loss_before, result.summary
     assert len(loss_map["loss"]) == ATTACK["steps"] and all(v > 0 for v in loss_map["loss"])
     cond, extras = conditioning[0]
     rows = positive[0][0].shape[1]
@@ -141,15 +143,16 @@ def test_attack_lowers_the_denoising_loss_and_never_changes_the_model(comfy, fam
     assert not torch.equal(cond[:, :rows], positive[0][0]) or mode == "soft_tokens"
     assert torch.equal(positive[0][0], encode(clip, "a person walking")[0][0])  # the input is not changed
     untouched(model, probe, before, params)
-    # The attacked conditioning samples with the stock sampler.
-    empty = {"samples": torch.zeros_like(clips["samples"][:1])}
+    # The attacked conditioning samples with the stock sampler (LTX-2: video and audio together).
+    empty = given_latents(family) * 0.0
     with torch.inference_mode():
-        noise = comfy.sample.prepare_noise(empty["samples"], 0)
+        noise = comfy.sample.prepare_noise(empty, 0)
         samples = comfy.sample.sample(
-            model, noise, 2, 1.0, "euler", "simple", conditioning, encode(clip, ""), empty["samples"], seed=0,
+            model, noise, 2, 1.0, "euler", "simple", conditioning, encode(clip, ""), empty, seed=0,
             disable_pbar=True,
         )  # fmt: skip
-    assert torch.isfinite(samples).all()
+    streams = samples.unbind() if getattr(samples, "is_nested", False) else [samples]
+    assert len(streams) == (2 if family == "ltxav" else 1) and all(torch.isfinite(t).all() for t in streams)
 
 
 def test_attack_differentiates_the_erased_weights_not_the_original_ones(comfy):
@@ -241,7 +244,7 @@ def test_attack_bad_inputs_get_clear_errors(comfy):
 # --- UnlearnTrainLoRA's robust option (adversarial training) --------------------------------------------
 
 
-@pytest.mark.parametrize("family", ["wan", "hunyuan_video", "ltxv", "kandinsky5", "cogvideox"])
+@pytest.mark.parametrize("family", ["wan", "hunyuan_video", "ltxv", "ltxav", "kandinsky5", "cogvideox"])
 def test_robust_training_trains_and_its_lora_round_trips_through_the_stock_loader(comfy, family):
     """adversarial_steps > 0: the inner attack runs before each step (also through the in-place blocks
     of HunyuanVideo and LTX-Video), the LoRA differs from plain training's, and LoraModelLoader gives
@@ -251,7 +254,7 @@ def test_robust_training_trains_and_its_lora_round_trips_through_the_stock_loade
 
     model, clip = load(MODELS[family])
     concept = prompts(family)[0][:3]
-    clips = {"samples": latent(family, batch=2, generator=torch.Generator().manual_seed(4))}
+    clips = {"samples": given_latents(family, batch=2, generator=torch.Generator().manual_seed(4))}
     quick = dict(steps=6, gradient_checkpointing=True, **SAMPLED_SIZE.get(family, {}))
     plain = train(model, clip, concept, latents=clips, **quick).result
     robust_out = train(model, clip, concept, latents=clips, adversarial_steps=2, **quick)

@@ -92,6 +92,9 @@ def test_concept_tokens_are_found_after_stripping_the_template():
     nudity = masks.strip_template([100, 101, 7, 1, 0, 0], empty)
     assert nudity == [7]
     assert masks.strip_template([100, 101, 5, 6, 1, 0], empty) == [5, 6]
+    left_padded = [0, 0, 0, 0, 2]  # padding on the left, then the start token (Gemma 3 for LTX-2)
+    assert masks.strip_template([0, 0, 0, 2, 651], left_padded) == [651]
+    assert masks.strip_template([0, 2, 5, 6], left_padded) == [5, 6]
     assert masks.common_prefix_length([1, 2, 3], [1, 2, 4]) == 2
     prompt = [100, 101, 3, 7, 9, 5, 6, 7, 1, 0]
     assert masks.find_concept_positions(prompt, [[7], [5, 6]]) == [3, 5, 6, 7]

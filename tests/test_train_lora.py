@@ -1,6 +1,6 @@
 """UnlearnTrainLoRA on the tiny real-architecture Wan 2.1, HunyuanVideo, HunyuanVideo 1.5,
-LTX-Video 0.9, Kandinsky 5 and CogVideoX models, in-process (CPU; the last two only on a ComfyUI
-that has them).
+LTX-Video 0.9, LTX-2, Kandinsky 5 and CogVideoX models, in-process (CPU; the last three only on a
+ComfyUI that has them).
 
 Models and text encoders load inside torch.inference_mode(), as ComfyUI runs nodes. Velocities are
 measured here with the model's own ``apply_model``, not with the trainer's code.
@@ -14,7 +14,7 @@ import statistics
 import pytest
 import torch
 
-from fixtures.tiny_models import TINY_MODELS
+from fixtures.tiny_models import TINY_MODELS, needs_family
 from graphs import schema_defaults
 from video_unlearning.erasure import objectives
 
@@ -23,6 +23,7 @@ MODELS = {
     "hunyuan_video": "tiny_hunyuan_video",
     "hunyuan_video15": "tiny_hunyuan_video15",
     "ltxv": "tiny_ltxv",
+    "ltxav": "tiny_ltxav",
     "kandinsky5": "tiny_kandinsky5",
     "cogvideox": "tiny_cogvideox",
 }
@@ -31,18 +32,45 @@ ARCHITECTURES = {
     "hunyuan_video": "hunyuan_video",
     "hunyuan_video15": "hunyuan_video15",
     "ltxv": "ltxv",
+    "ltxav": "ltxav",
     "kandinsky5": "kandinsky5",
     "cogvideox": "cogvideox_t2v",
 }
 # Self-sampled clip size per family where QUICK's 5 frames of 64 x 64 would be too few tokens:
-# LTX-Video's VAE is 8x in time and 32x in space, so 9 frames of 256 x 256 make a [2, 8, 8] latent.
-SAMPLED_SIZE = {"ltxv": dict(width=256, height=256, length=9)}
+# LTX-Video's (and LTX-2's) VAE is 8x in time and 32x in space, so 9 frames of 256 x 256 make a
+# [2, 8, 8] latent (LTX-2: with 9 audio latents, 9 frames at 25 fps).
+SAMPLED_SIZE = {family: dict(width=256, height=256, length=9) for family in ("ltxv", "ltxav")}
+# LTX-2's audio latents: 8 channels x 16 frequency bins (fixed by its model); 5 latents for the tests.
+AUDIO_LATENT = (1, 8, 5, 16)
 
 
 def latent(family: str, batch: int = 1, generator=None) -> torch.Tensor:
     """A [batch, C, 2, 8, 8] latent of the family's channel count (HunyuanVideo 1.5: 32, LTX-Video: 128)."""
     channels = TINY_MODELS[MODELS[family]].latent_channels
     return torch.randn(batch, channels, 2, 8, 8, generator=generator)
+
+
+def given_latents(family: str, batch: int = 1, generator=None):
+    """The LATENT samples a user would give: the video latent, and for LTX-2 its audio with it as the
+    NestedTensor LTXVConcatAVLatent makes."""
+    video = latent(family, batch, generator)
+    if family != "ltxav":
+        return video
+    import comfy.nested_tensor
+
+    audio = torch.randn(batch, *AUDIO_LATENT[1:], generator=generator)
+    return comfy.nested_tensor.NestedTensor([video, audio])
+
+
+def model_latent(family: str, x0: torch.Tensor, generator=None) -> tuple[torch.Tensor, dict]:
+    """``x0`` as the sampler hands it to the model, with the ``extra_conds`` inputs that says how:
+    LTX-2's video with an audio latent packed after it, and their ``latent_shapes``."""
+    if family != "ltxav":
+        return x0, {}
+    import comfy.utils
+
+    packed, shapes = comfy.utils.pack_latents([x0, torch.randn(AUDIO_LATENT, generator=generator)])
+    return packed, {"latent_shapes": shapes}
 
 
 PRESERVE = ["a person", "a person walking on a beach"]
@@ -104,7 +132,7 @@ class Probe:
     def __init__(self, family: str, clip, seed: int = 7):
         self.family, self.clip, self._conds = family, clip, {}
         g = torch.Generator().manual_seed(seed)
-        x0 = latent(family, generator=g)
+        x0, self.more = model_latent(family, latent(family, generator=g), g)
         self.points = []
         # CogVideoX is noised as k-diffusion models are (x0 + sigma n), the others as rectified flow.
         kind = objectives.K_DIFFUSION if family == "cogvideox" else objectives.FLOW
@@ -123,11 +151,14 @@ class Probe:
         import comfy.model_management
 
         cond, extras = self.cond(prompt)
-        if self.family in ("hunyuan_video15", "ltxv", "kandinsky5"):  # ComfyUI's own extra_conds: concat
-            # channels, byT5 rows (1.5); T5 attention mask and frame rate (LTX-Video); pooled (Kandinsky)
-            conds = model.model.extra_conds(cross_attn=cond, noise=self.points[0][0], device="cpu", **extras)
+        if self.family in ("hunyuan_video15", "ltxv", "ltxav", "kandinsky5"):  # ComfyUI's own extra_conds:
+            # concat channels, byT5 rows (1.5); T5 attention mask and frame rate (LTX-Video); pooled
+            # (Kandinsky); LTX-2's text connectors and latent_shapes
+            conds = model.model.extra_conds(
+                cross_attn=cond, noise=self.points[0][0], device="cpu", **extras, **self.more
+            )
             kwargs = {k: v.process_cond(batch_size=1, area=None, device="cpu").cond for k, v in conds.items()}
-            kwargs.pop("c_crossattn")
+            cond = kwargs.pop("c_crossattn")
         elif self.family in ("wan", "cogvideox"):
             kwargs = {}
         else:
@@ -363,7 +394,7 @@ def test_checkpointing_gives_the_same_lora_as_plain_backprop(comfy):
     for family, name in MODELS.items():
         if TINY_MODELS[name].missing_from_comfyui:
             continue
-        latents = {"samples": latent(family, generator=torch.Generator().manual_seed(1))}
+        latents = {"samples": given_latents(family, generator=torch.Generator().manual_seed(1))}
         model, clip = load(name)
         runs = [
             train(model, clip, prompts(family)[0][:2], latents=latents, steps=3, gradient_checkpointing=ckpt)
@@ -375,7 +406,7 @@ def test_checkpointing_gives_the_same_lora_as_plain_backprop(comfy):
             torch.testing.assert_close(plain[key], checkpointed[key], rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("family", ["hunyuan_video", "ltxv", "kandinsky5"])
+@pytest.mark.parametrize("family", ["hunyuan_video", "ltxv", "ltxav", "kandinsky5"])
 def test_bf16_training_keeps_fp32_lora_and_finite_losses(comfy, family):
     model, clip = load(MODELS[family])
     latents = {"samples": latent(family)[:, :, :1]}
@@ -603,7 +634,8 @@ def test_concept_masks_come_from_each_blocks_text_attention(comfy, family):
 
     model, clip = load(MODELS[family])
     dm = model.model.diffusion_model
-    x0 = latent(family, generator=torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    x0, more = model_latent(family, latent(family, generator=g), g)
     patch = train_compat.latent_geometry(model)[1]
     tokens = 2 * (8 // patch[1]) * (8 // patch[2])
     calls = []
@@ -626,12 +658,14 @@ def test_concept_masks_come_from_each_blocks_text_attention(comfy, family):
         )
     with torch.inference_mode(False), torch.no_grad():
         (prompt,) = train_compat.encode_prompts(clip, ["a nudity scene on a beach"], "nudity", family)
-        train_compat.build_model_inputs(model, [prompt], x0.shape, model.load_device)
+        shapes = more.get("latent_shapes")
+        train_compat.build_model_inputs(model, [prompt], x0.shape, model.load_device, shapes)
         train_compat.load_for_training(model)
         marker = MarkedRow()
         capture = ConceptMaskCapture(0.1, marker)
         capture.active, capture.concept_index, capture.text_len = True, prompt.concept_rows, prompt.text_len
         capture.video_tokens, capture.frames = tokens, 2
+        capture.text_call = train_compat.text_attention_call(family)
         capture.text_first = train_compat.text_first(dm, family)
         velocity = train_compat.VelocityModel(model, {"c": prompt}, capture)
         velocity.x_t, velocity.sigma = x0, torch.tensor([0.6])
@@ -639,6 +673,7 @@ def test_concept_masks_come_from_each_blocks_text_attention(comfy, family):
         first = {
             "wan": "blocks.0.cross_attn",
             "ltxv": "transformer_blocks.0.attn2",
+            "ltxav": "transformer_blocks.0.attn2",
             "kandinsky5": "visual_transformer_blocks.0.cross_attention",
             "cogvideox": "blocks.0",
         }.get(family, "double_blocks.0")
@@ -653,7 +688,9 @@ def test_concept_masks_come_from_each_blocks_text_attention(comfy, family):
             hook.remove()
             if qkv_hook is not None:
                 qkv_hook.remove()
-    assert prompt.concept_found and prompt.concept_rows == [1]  # "a nudity ...": the second token
+    # "a nudity ...": the second token (LTX-2: the third row, after Gemma 3's start token)
+    row = 2 if family == "ltxav" else 1
+    assert prompt.concept_found and prompt.concept_rows == [row]
     assert sorted(capture.masks) == sorted(train_compat.block_modules(dm, family))
     for mask in capture.masks.values():
         assert mask.shape == (1, tokens) and set(mask.unique().tolist()) <= {0.0, 1.0}
@@ -683,6 +720,18 @@ def test_concept_masks_come_from_each_blocks_text_attention(comfy, family):
             f"ltxv block 0 mask: {int(expected.sum())} of {tokens} tokens; without the T5 mask "
             f"{int((unmasked != expected).sum())} differ"
         )
+    elif family == "ltxav":  # attn2 (the block's second call): q from the video rows, k from the
+        # projected connector rows (the prompt's, then the registers: 1024), 32 heads of 8, no mask
+        x, context = seen["args"][0], seen["kwargs"]["context"]
+        attn = dm.transformer_blocks[0].attn2
+        assert prompt.text_len == context.shape[1] == 1024 and len(calls) == 2 * 6  # 6 calls a block
+        with torch.no_grad():
+            q = attn.q_norm(attn.to_q(x)).reshape(1, tokens, 32, 8).transpose(1, 2)
+            k = attn.k_norm(attn.to_k(context)).reshape(1, -1, 32, 8).transpose(1, 2)
+            expected = masks.concept_mask(masks.concept_attention(q, k, [row]), 2, 0.1)
+        assert torch.equal(capture.masks["transformer_blocks.0"], expected)
+        # the block's last call (video-to-audio) would not do: its keys are the video tokens
+        assert calls[5][1].shape[1] == tokens
     elif family == "kandinsky5":  # cross_attention: q from the video rows, k from the text blocks' output
         x, context = seen["args"][:2]
         attn = dm.visual_transformer_blocks[0].cross_attention
@@ -753,14 +802,14 @@ def test_ltxv_samples_its_own_clips_at_its_vae_geometry_and_needs_the_saved_copi
     seen = []
     sample = train_compat.sample_concept_latents
 
-    def recording(model, conditionings, negative, shape, steps, cfg, seed):
-        seen.append((list(shape), cfg, len(conditionings)))
-        return sample(model, conditionings, negative, shape, steps, cfg, seed)
+    def recording(model, conditionings, negative, shapes, steps, cfg, seed):
+        seen.append(([list(s) for s in shapes], cfg, len(conditionings)))
+        return sample(model, conditionings, negative, shapes, steps, cfg, seed)
 
     monkeypatch.setattr(train_compat, "sample_concept_latents", recording)
     sizes = dict(width=256, height=192, length=17, sampled_clips=1)
     out = train(model, clip, ["nudity on a beach"], steps=2, rank=4, **sizes)
-    assert seen == [([1, 128, 3, 6, 8], 3.0, 1)]
+    assert seen == [([[1, 128, 3, 6, 8]], 3.0, 1)]
     assert all(torch.isfinite(torch.tensor(v)).all() for v in out.result[2].values())
     monkeypatch.setattr(train_compat, "saves_inputs_updated_in_place", lambda family: False)
     latents = {"samples": latent("ltxv")}
@@ -774,3 +823,33 @@ def test_ltxv_samples_its_own_clips_at_its_vae_geometry_and_needs_the_saved_copi
                 steps=1,
                 gradient_checkpointing=checkpointing,
             )
+
+
+@needs_family("ltxav")
+def test_ltxav_latents_are_checked_stream_by_stream(comfy):
+    """LTX-2's LATENT may hold its video and audio (a NestedTensor); a wrong audio stream, a clip
+    count that differs between the streams, or video + audio given to a video-only model is refused
+    with a message naming it, before any work. Self-sampled clips come with their audio: 9 frames at
+    25 fps are 9 audio latents of 8 channels x 16 bins."""
+    import comfy.nested_tensor
+
+    from video_unlearning.nodes import train_compat
+
+    nested = comfy.nested_tensor.NestedTensor
+    model, clip = load(MODELS["ltxav"])
+    video = latent("ltxav", batch=2)
+    cases = {
+        "audio latents have shape \\[2, 4, 5, 16\\]; this model's are \\[batch, 8, latents, 16\\]": nested(
+            [video, torch.randn(2, 4, 5, 16)]
+        ),
+        "2 video clips but 1 audio clips": nested([video, torch.randn(1, 8, 5, 16)]),
+        "hold 3 streams": nested([video, torch.randn(2, 8, 5, 16), torch.randn(2, 8, 5, 16)]),
+    }
+    for message, samples in cases.items():
+        with pytest.raises(ValueError, match=message):
+            train(model, clip, ["nudity"], latents={"samples": samples}, steps=1)
+    wan, wan_clip = load(MODELS["wan"])
+    with pytest.raises(ValueError, match="this model takes one video latent"):
+        train(wan, wan_clip, ["nudity"], latents={"samples": given_latents("ltxav")}, steps=1)
+    assert train_compat.audio_latent_shape(model, 9) == (1, 8, 9, 16)
+    assert train_compat.audio_latent_shape(model, 97) == (1, 8, 97, 16)  # LTXVEmptyLatentAudio's 97 at 25 fps

@@ -26,6 +26,7 @@ MODEL_FILE_WIDGETS = {
     "clip_name2",
     "vae_name",
     "lora_name",
+    "text_encoder",
 }
 EXAMPLE_FILE_NAMES = {
     build_workflows.WAN21_T2V,
@@ -47,6 +48,8 @@ EXAMPLE_FILE_NAMES = {
     build_workflows.KANDINSKY5,
     build_workflows.COGVIDEOX,
     build_workflows.COGVIDEOX_VAE,
+    build_workflows.LTXAV_CHECKPOINT,
+    build_workflows.GEMMA3_12B,
 }
 README_IMAGES = ["toy_world_erasure.png", "nudenet_badges.png", "loss_chart.png", "preset_picker.png"]
 
@@ -124,7 +127,7 @@ def test_workflow_nodes_links_and_widgets_are_valid(path, object_info):
     graph = workflow_format.api_from_ui(workflow, object_info)
     for node_id, node in graph.items():
         info = object_info[node["class_type"]]
-        specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+        specs = workflow_format.input_specs(info, node["inputs"])  # with a dynamic combo's own inputs
         for name in info["input"].get("required", {}):
             assert name in node["inputs"], f"{path.stem}: node {node_id} lacks required input {name}"
         for name, value in node["inputs"].items():

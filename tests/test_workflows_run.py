@@ -25,13 +25,14 @@ def object_info(comfy_server):
 
 @pytest.fixture(scope="module")
 def stand_ins(host_base, comfy):
-    """The tiny VAEs, the tiny LTX-Video checkpoint and a LoRA for the tiny HunyuanVideo in the host's
-    models/ folder."""
+    """The tiny VAEs, the tiny LTX-Video and LTX-2 checkpoints and a LoRA for the tiny HunyuanVideo in
+    the host's models/ folder."""
     from video_unlearning.erasure import lora_format
 
     tiny_vae.write(host_base / "models" / "vae")
     tiny_vae.write(host_base / "models" / "vae", "hunyuan_video15")
     tiny_models.write_ltxv_checkpoint(host_base / "models" / "checkpoints")
+    tiny_models.write_ltxav_checkpoint(host_base / "models" / "checkpoints")  # where LTX-2 is there
     model_file = host_base / "models" / "diffusion_models" / TINY_MODELS["tiny_hunyuan_video"].filename
     generator = torch.Generator().manual_seed(0)
     factors = {}
@@ -162,6 +163,40 @@ def test_cogvideox_refusal_workflow_runs(comfy_server, object_info, stand_ins):
     assert len(checks) == 2 and all("nudity_rate" in v for v in checks)
     [save] = nodes_of(graph, "SaveAnimatedWEBP")
     assert len(outputs[save]["images"]) == 1
+
+
+@needs_family("ltxav")
+def test_ltxav_refusal_workflow_runs(comfy_server, object_info, stand_ins):
+    """LTX-2's example, with the file names and the first sampling stage of ComfyUI's own LTX-2
+    text-to-video template: one checkpoint read by CheckpointLoaderSimple and LTXVAudioVAELoader (the
+    tiny LTX-2 one), the text encoder (the tiny LTX-2 one in place of LTXAVTextEncoderLoader), video
+    and audio latents joined, CFGGuider + SamplerCustomAdvanced, separated, the video decoded and
+    checked, the audio decoded; each video saved with its audio, both side by side."""
+    import av
+
+    graph, outputs = run(comfy_server, "ltxav_refusal_nudity", object_info)
+    [checkpoint] = nodes_of(graph, "CheckpointLoaderSimple")
+    [audio_vae] = nodes_of(graph, "LTXVAudioVAELoader")
+    assert graph[checkpoint]["inputs"]["ckpt_name"] == tiny_models.LTXAV_CHECKPOINT
+    assert graph[audio_vae]["inputs"]["ckpt_name"] == tiny_models.LTXAV_CHECKPOINT
+    assert not nodes_of(graph, "LTXAVTextEncoderLoader")
+    [concat] = nodes_of(graph, "LTXVConcatAVLatent")
+    samplers = nodes_of(graph, "SamplerCustomAdvanced")
+    assert len(samplers) == 2 and all(graph[s]["inputs"]["latent_image"] == [concat, 0] for s in samplers)
+    checks = verdicts(graph, outputs, "NudeNetCheck")
+    assert len(checks) == 2 and all("nudity_rate" in v for v in checks)
+    [webp] = nodes_of(graph, "SaveAnimatedWEBP")
+    assert len(outputs[webp]["images"]) == 1
+    saved = [outputs[n] for n in nodes_of(graph, "SaveVideo")]
+    assert len(saved) == 2, outputs
+    for node_id in nodes_of(graph, "SaveVideo"):
+        [video] = outputs[node_id]["images"]
+        path = stand_ins / "output" / video["subfolder"] / video["filename"]
+        assert path.suffix == ".mp4", video
+        with av.open(str(path)) as container:  # the video and its audio, both written
+            kinds = sorted(stream.type for stream in container.streams)
+            assert kinds == ["audio", "video"], (path, kinds)
+            assert container.streams.audio[0].sample_rate == 16000  # the tiny vocoder's rate
 
 
 def test_wan21_attack_workflow_runs(comfy_server, object_info, stand_ins):

@@ -6,10 +6,13 @@ not have:
 
 * UNETLoader: each real model file becomes the tiny random-weight model of the same architecture
   (``fixtures.tiny_models``); the toy world's model is real and stays. CheckpointLoaderSimple (LTX-Video):
-  the tiny LTXV checkpoint, the tiny LTXV model with a tiny LTX-Video VAE inside.
-* CLIPLoader (wan, ltxv, cogvideox) and DualCLIPLoader (hunyuan_video, 1.5, kandinsky5): the test node
-  VideoUnlearningTestTinyTextEncoder with the tiny text encoder of that family (a real ComfyUI CLIP
-  object).
+  the tiny LTXV checkpoint, the tiny LTXV model with a tiny LTX-Video VAE inside; LTX-2's (also read
+  by LTXVAudioVAELoader): the tiny LTX-2 checkpoint, the tiny LTX-2 model with the tiny LTX-Video VAE
+  and a tiny LTX-2 audio VAE and vocoder inside.
+* CLIPLoader (wan, ltxv, cogvideox), DualCLIPLoader (hunyuan_video, 1.5, kandinsky5) and
+  LTXAVTextEncoderLoader (LTX-2's Gemma 3): the test node VideoUnlearningTestTinyTextEncoder with the
+  tiny text encoder of that family (a real ComfyUI CLIP object; LTX-2's is ComfyUI's own LTXAVTEModel
+  around a tiny Gemma 3).
 * VAELoader: the tiny Wan 2.1 VAE (``fixtures.tiny_vae``), for HunyuanVideo, Kandinsky 5 and
   CogVideoX too (same latent shape; ComfyUI's HunyuanVideo VAE cannot be built small); for
   HunyuanVideo 1.5 (32 channels, 16x) the tiny seeded TAEHV decoder of its latents.
@@ -32,7 +35,7 @@ from pathlib import Path
 import build_workflows
 import workflow_format
 from fixtures import tiny_vae
-from fixtures.tiny_models import LTXV_CHECKPOINT, TEXT_ENCODER_FILES, TINY_MODELS
+from fixtures.tiny_models import LTXAV_CHECKPOINT, LTXV_CHECKPOINT, TEXT_ENCODER_FILES, TINY_MODELS
 from video_unlearning.erasure import presets
 from video_unlearning.erasure.prompt_augment import augment_prompts
 
@@ -46,7 +49,12 @@ TINY_UNETS = {
     build_workflows.KANDINSKY5: TINY_MODELS["tiny_kandinsky5"].filename,
     build_workflows.COGVIDEOX: TINY_MODELS["tiny_cogvideox"].filename,
 }
-TINY_CHECKPOINTS = {build_workflows.LTXV_CHECKPOINT: LTXV_CHECKPOINT}
+TINY_CHECKPOINTS = {
+    build_workflows.LTXV_CHECKPOINT: LTXV_CHECKPOINT,
+    build_workflows.LTXAV_CHECKPOINT: LTXAV_CHECKPOINT,
+}
+# Loaders that read a checkpoint's other parts (LTX-2's audio VAE and vocoder).
+CHECKPOINT_PART_LOADERS = {"LTXVAudioVAELoader"}
 TEXT_ENCODER_TYPES = {
     "CLIPLoader": {"wan", "ltxv", "cogvideox"},
     "DualCLIPLoader": {"hunyuan_video", "hunyuan_video_15", "kandinsky5"},
@@ -81,7 +89,12 @@ def substitute(graph: dict[str, dict], lora_name: str | None = None, shrink: dic
                 notes.append(f"{where}: {name} -> {inputs['unet_name']}")
             elif name != build_workflows.toy_world_settings()[1]:
                 raise KeyError(f"{where}: no stand-in for model file {name!r}")
-        elif kind == "CheckpointLoaderSimple":
+        elif kind == "LTXAVTextEncoderLoader":  # Gemma 3 12B and the checkpoint's text projection
+            family = "ltxav"
+            node["class_type"] = "VideoUnlearningTestTinyTextEncoder"
+            node["inputs"] = {"clip_name": TEXT_ENCODER_FILES[family], "type": family}
+            notes.append(f"{where} ({family}) -> tiny text encoder {TEXT_ENCODER_FILES[family]}")
+        elif kind == "CheckpointLoaderSimple" or kind in CHECKPOINT_PART_LOADERS:
             name = inputs["ckpt_name"]
             if name not in TINY_CHECKPOINTS:
                 raise KeyError(f"{where}: no stand-in for checkpoint {name!r}")
@@ -118,6 +131,10 @@ def _shrink(kind: str, inputs: dict, small: dict) -> None:
     elif kind == "EmptyLTXVLatentVideo":  # its width and height are at least 64 (2 latent pixels)
         for key in sizes:
             inputs[key] = max(min(inputs[key], small[key]), 64 if key != "length" else 1)
+        inputs["batch_size"] = min(inputs["batch_size"], small["batch_size"])
+    elif kind == "LTXVEmptyLatentAudio":  # as long as the shrunk video
+        if "length" in small:
+            inputs["frames_number"] = min(inputs["frames_number"], small["length"])
         inputs["batch_size"] = min(inputs["batch_size"], small["batch_size"])
     elif kind in ("KSampler", "LTXVScheduler"):
         inputs["steps"] = min(inputs["steps"], small["steps"])
