@@ -21,10 +21,13 @@ benchmark's), one API graph:
   noise), so its runs are not reproducible between processes: a caveat of the stock node.
 
 Attacked prompts are unseen phrasings of the target (pool ``efficacy.EVAL_POOL``: never given to a
-method); the methods' own given prompts are the efficacy benchmark's. The robust LoRA's held-out
-preservation comes from the same graph (unseen phrasings of every kept concept). Rates with 95 %
-Wilson intervals, pooled over targets. Writes benchmarks/results/attacks_toy_world.json and .md;
-``--readme`` also puts the table into README.md between the attack markers.
+method); the methods' own given prompts are the efficacy benchmark's. Settings are chosen on another
+draw (``--pool 5 --attack-only --set robust.KEY=VALUE``, written to another ``--out``), never on the
+results' pool; ``--merge`` reruns some methods into an existing report made with the same options.
+The robust LoRA's held-out preservation comes from the same graph (unseen phrasings of every kept
+concept). Rates with 95 % Wilson intervals, pooled over targets. Writes
+benchmarks/results/attacks_toy_world.json and .md; ``--readme`` also puts the table into README.md
+between the attack markers.
 """
 
 from __future__ import annotations
@@ -80,8 +83,10 @@ def attacked_prompts(target: world.Concept, count: int, pool: int) -> tuple[str,
     return efficacy._unseen(target, count * efficacy.CLIPS_PER_PROMPT, pool)[:count]
 
 
-def robust_settings() -> dict:
-    return dict(S.LORA, **S.ROBUST_LORA)
+def robust_settings(overrides: dict | None = None) -> dict:
+    """The robust LoRA's UnlearnTrainLoRA inputs: the plain LoRA's, the adversarial option's, then
+    ``overrides`` (validation runs)."""
+    return dict(S.LORA, **S.ROBUST_LORA, **(overrides or {}))
 
 
 def job_graph(method: str, target: world.Concept, settings: dict, options: dict):
@@ -90,7 +95,9 @@ def job_graph(method: str, target: world.Concept, settings: dict, options: dict)
     model = graph.node("UNETLoader", unet_name=efficacy.MODEL_FILE, weight_dtype="default")
     clip = graph.node("UnlearnToyWorldTextEncoder")
     job = efficacy.Job("unlearning_lora" if method == "robust_lora" else method, (target,))
-    job_settings = dict(settings, lora=robust_settings() if method == "robust_lora" else settings["lora"])
+    job_settings = dict(
+        settings, lora=settings["robust_lora"] if method == "robust_lora" else settings["lora"]
+    )
     if options.get("lora_steps"):
         job_settings["lora"] = dict(job_settings["lora"], steps=options["lora_steps"])
     erased = efficacy.erased_model(graph, job, model, clip, job_settings, settings["sampling"]["steps"])
@@ -284,6 +291,28 @@ def markdown(report: dict) -> str:
             kept_cell = f"({efficacy.percent(p['kept']['rate'])} accuracy)" if "kept" in p else "-"
         cells = [efficacy.interval(p["before"])] + [efficacy.interval(p[f"attack:{b}"]) for b in budgets]
         lines.append(f"| {METHOD_TITLES[method]} | " + " | ".join(cells) + f" | {kept_cell} |")
+    if variants:
+        _sampler_table(lines, report, variants)
+    if o["reinjection_steps"]:
+        _reinjection_table(lines, report)
+    robust = report["methods"].get("robust_lora")
+    if robust and "goals_met" in robust:
+        g = robust["goals_met"]
+        chosen = report["settings"]["robust_lora"]
+        shown = {k: v for k, v in chosen.items() if k in S.ROBUST_LORA or v != S.LORA.get(k)}
+        lines += [
+            "",
+            f"Robust trainer goals (issue 17): attack success (unbounded) at most "
+            f"{efficacy.percent(GOALS['robust_attack_success'])}: "
+            f"{'met' if g['attack_success'] else '**missed**'}; held-out preservation at least "
+            f"{efficacy.percent(GOALS['robust_preservation'])} of the unedited "
+            f"accuracy: {'met' if g['preservation'] else '**missed**'}. Robust settings: {shown}.",
+        ]
+    lines += ["", f"{report['machine']}; {report['seconds']:.0f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def _sampler_table(lines: list[str], report: dict, variants: list[str]) -> None:
     lines += [
         "",
         "Other samplers, CFG scales and step counts than the erasure was judged with (euler, simple, "
@@ -296,7 +325,10 @@ def markdown(report: dict) -> str:
     for method, r in report["methods"].items():
         cells = [efficacy.percent(r["pooled"][f"sampler:{v}"]["rate"]) for v in variants]
         lines.append(f"| {METHOD_TITLES[method]} | " + " | ".join(cells) + " |")
-    steps = o["reinjection_steps"]
+
+
+def _reinjection_table(lines: list[str], report: dict) -> None:
+    steps = report["options"]["reinjection_steps"]
     lines += [
         "",
         f"Re-injection: ComfyUI's TrainLoraNode (rank {REINJECTION['rank']}, lr "
@@ -314,19 +346,6 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| {METHOD_TITLES[method]} | " + " | ".join(cells) + f" | {_returned(r['steps_to_return'])} |"
         )
-    robust = report["methods"].get("robust_lora")
-    if robust and "goals_met" in robust:
-        g = robust["goals_met"]
-        lines += [
-            "",
-            f"Robust trainer goals (issue 17): attack success (unbounded) at most "
-            f"{efficacy.percent(GOALS['robust_attack_success'])}: "
-            f"{'met' if g['attack_success'] else '**missed**'}; held-out preservation at least "
-            f"{efficacy.percent(GOALS['robust_preservation'])} of the unedited "
-            f"accuracy: {'met' if g['preservation'] else '**missed**'}. Robust settings: {S.ROBUST_LORA}.",
-        ]
-    lines += ["", f"{report['machine']}; {report['seconds']:.0f} s."]
-    return "\n".join(lines) + "\n"
 
 
 def run(
@@ -344,16 +363,20 @@ def run(
     lora_steps: int | None = None,
     sampling_steps: int | None = None,
     pool: int = efficacy.EVAL_POOL,
+    robust_overrides: dict | None = None,
+    merge: bool = False,
     out_dir: Path = efficacy.RESULTS_DIR,
 ) -> dict:
     """Every method on every target on ``server`` (a started ComfyServer with the toy model); writes
-    the results."""
+    the results. ``merge``: the methods run here replace theirs in the report already in
+    ``out_dir``, which must have been made with the same options and targets; the others are kept."""
     text.check_vocabularies()
     started = time.monotonic()
     settings = {
         "sampling": dict(S.SAMPLING, steps=sampling_steps or S.SAMPLING["steps"]),
         "refusal": dict(S.REFUSAL),
         "lora": dict(S.LORA),
+        "robust_lora": robust_settings(robust_overrides),
     }
     options = dict(
         prompts_per_target=prompts_per_target,
@@ -372,6 +395,7 @@ def run(
     raw: dict[str, dict] = {}
     seconds: dict[str, float] = {}
     judged: dict[str, list[str]] = {}
+    earlier = _mergeable(out_dir, options, targets, settings) if merge else None
     for method in methods:
         for target in targets:
             judged[target.identity] = list(attacked_prompts(target, prompts_per_target, pool))
@@ -382,20 +406,55 @@ def run(
             seconds[key] = time.monotonic() - t0
             raw.setdefault(method, {})[target.identity] = count(entry, readings)
             print(f"{key}: {len(graph.nodes)} nodes in {seconds[key]:.0f}s", flush=True)
+    elapsed = time.monotonic() - started
+    if earlier is not None:
+        kept = {m: r for m, r in earlier["raw"].items() if m not in raw}
+        raw = {m: kept.get(m) or raw[m] for m in METHODS if m in kept or m in raw}
+        seconds = dict(
+            {k: v for k, v in earlier["seconds_per_job"].items() if k.split(":")[0] in kept}, **seconds
+        )
+        elapsed += earlier["seconds"] - sum(
+            v for k, v in earlier["seconds_per_job"].items() if k.split(":")[0] not in kept
+        )
     report = {
         "targets": [t.identity for t in targets],
-        "options": dict(options, reinjection_steps=list(options["reinjection_steps"])),
-        "settings": dict(settings, robust_lora=robust_settings(), attack=ATTACK, reinjection=REINJECTION),
+        "options": _options_record(options),
+        "settings": dict(settings, attack=ATTACK, reinjection=REINJECTION),
         "attacked_prompts": judged,
         "machine": efficacy.machine(),
-        "seconds": time.monotonic() - started,
+        "seconds": elapsed,
         "seconds_per_job": seconds,
         "methods": summarise(raw, options),
         "raw": raw,
     }
+    if earlier is not None:
+        report["merged"] = sorted({m for m in raw if m not in kept})
     efficacy.write_atomic(out_dir / f"{RESULTS_STEM}.json", json.dumps(report, indent=1) + "\n")
     efficacy.write_atomic(out_dir / f"{RESULTS_STEM}.md", markdown(report))
     return report
+
+
+def _options_record(options: dict) -> dict:
+    return dict(options, reinjection_steps=list(options["reinjection_steps"]))
+
+
+def _mergeable(out_dir: Path, options: dict, targets, settings: dict) -> dict:
+    """The report in ``out_dir`` that a ``merge`` run adds to, checked to have been made with the
+    same options, targets and shared settings (a ValueError saying what differs otherwise)."""
+    path = out_dir / f"{RESULTS_STEM}.json"
+    if not path.exists():
+        raise ValueError(f"--merge: there is no report to merge into at {path}")
+    earlier = json.loads(path.read_text())
+    theirs, ours = earlier["options"], json.loads(json.dumps(_options_record(options)))
+    differ = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    if earlier["targets"] != [t.identity for t in targets]:
+        differ.append("targets")
+    for key in ("sampling", "refusal", "lora"):
+        if earlier["settings"].get(key) != json.loads(json.dumps(settings[key])):
+            differ.append(f"settings.{key}")
+    if differ:
+        raise ValueError(f"--merge: {path} was made with other {', '.join(differ)}; rerun every method")
+    return earlier
 
 
 def update_readme(table: str) -> None:
@@ -408,6 +467,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", help="comma-separated concept identities (default: all 8)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated; include 'none'")
     parser.add_argument("--attack-steps", type=int, default=ATTACK["steps"])
+    parser.add_argument(
+        "--pool",
+        type=int,
+        default=efficacy.EVAL_POOL,
+        help=f"draw of unseen phrasings (results: {efficacy.EVAL_POOL})",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="robust.KEY=VALUE",
+        help=f"override a robust LoRA setting (validation runs: use --pool other than {efficacy.EVAL_POOL})",
+    )
+    parser.add_argument(
+        "--attack-only",
+        action="store_true",
+        help="only the plain prompt, the unbounded attack and preservation (no sampler variants, no "
+        "re-injection): the quick validation pass",
+    )
+    parser.add_argument(
+        "--merge", action="store_true", help="replace only these methods in the report in --out"
+    )
     parser.add_argument("--out", type=Path, default=efficacy.RESULTS_DIR)
     parser.add_argument("--readme", action="store_true", help="also put the table into README.md")
     parser.add_argument("--table-only", action="store_true", help="only rewrite the markdown from the JSON")
@@ -428,10 +509,33 @@ def main(argv: list[str] | None = None) -> int:
         targets = tuple(world.concept_named(n) for n in names) if names else world.CONCEPTS
     except KeyError as error:
         parser.error(str(error))
+    allowed = sorted(set(S.LORA) | set(S.ROBUST_LORA))
+    overrides: dict = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        group, _, name = key.partition(".")
+        if group != "robust" or name not in allowed or not value:
+            parser.error(f"--set {item!r}: expected robust.KEY=VALUE with KEY one of {allowed}")
+        overrides[name] = json.loads(value) if value[0] in "0123456789-[{tf" else value
+    if overrides and args.pool == efficacy.EVAL_POOL:
+        parser.error(
+            f"--set chooses settings: run it on another --pool than the results' ({efficacy.EVAL_POOL})"
+        )
+    quick_pass = (
+        dict(budgets={"unbounded": 0.0}, variants={}, reinjection_steps=()) if args.attack_only else {}
+    )
     base = comfyui_host.prepare_base_directory(efficacy.HOST_BASE, with_test_nodes=False)
     with comfyui_host.ComfyServer(base, python=sys.executable) as server:
         report = run(
-            server, methods=methods, targets=targets, attack_steps=args.attack_steps, out_dir=args.out
+            server,
+            methods=methods,
+            targets=targets,
+            attack_steps=args.attack_steps,
+            pool=args.pool,
+            robust_overrides=overrides,
+            merge=args.merge,
+            out_dir=args.out,
+            **quick_pass,
         )
     table = markdown(report)
     print(table)
