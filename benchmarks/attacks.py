@@ -86,7 +86,7 @@ def attacked_prompts(target: world.Concept, count: int, pool: int) -> tuple[str,
 def robust_settings(overrides: dict | None = None) -> dict:
     """The robust LoRA's UnlearnTrainLoRA inputs: the plain LoRA's, the adversarial option's, then
     ``overrides`` (validation runs)."""
-    return dict(S.LORA, **S.ROBUST_LORA, **(overrides or {}))
+    return {**S.LORA, **S.ROBUST_LORA, **(overrides or {})}
 
 
 def job_graph(method: str, target: world.Concept, settings: dict, options: dict):
