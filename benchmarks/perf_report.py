@@ -177,6 +177,9 @@ def training_table(run: dict) -> list[str]:
             continue
         if arm == "unlearn_robust":
             label = label.replace("attack steps", f"{a['attack_steps']} attack steps")
+            share = a.get("adversarial", {}).get("adversarial_clean_share")
+            if share:  # the plain prompt in the student batch beside the attacked one
+                label = label.replace(" per step)", f" per step, plain prompt's share {share:g})")
             ratio = f"{a['step_ratio']:.2f}x ({a['step_ratio_vs_plain']:.2f}x the plain trainer's)"
             goal = wall = memory_ratio = memory_goal = rss_ratio = "-"
         elif arm == "stock":

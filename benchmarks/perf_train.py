@@ -8,9 +8,10 @@ rank, clip and gradient checkpointing (on, both nodes' default), with the same t
   list), one latent, one prompt, batch 1, Adam, MSE, LoRA in fp32 (the pack's adapters are fp32);
 * ``unlearn``: ``UnlearnTrainLoRA`` without preservation (no preserve prompts, weight 0);
 * ``unlearn_preserve``: ``UnlearnTrainLoRA`` with preservation (one preserve prompt, weight 1);
-* ``unlearn_robust``: as ``unlearn_preserve`` with the robust option on (``ROBUST_ATTACK_STEPS``
-  attack steps on the concept conditioning before each step, AdvUnlearn-style): its cost per step is
-  reported against ``unlearn_preserve``, the plain trainer with the same terms.
+* ``unlearn_robust``: as ``unlearn_preserve`` with the robust option on, with the adversarial settings
+  chosen in the toy world (``ROBUST``: attack steps on the concept conditioning before each step,
+  AdvUnlearn-style, and the plain prompt's share of the loss): its cost per step is reported against
+  ``unlearn_preserve``, the plain trainer with the same terms.
 
 The other UnlearnTrainLoRA inputs are the node's defaults (16 augmented concept prompts,
 localization on). Per-step time: between consecutive ticks of the node's progress bar (both nodes
@@ -42,9 +43,11 @@ if str(REPO_ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from benchmarks import perf_setup as setup  # noqa: E402
+from toy_world import erasure_settings as S  # noqa: E402
 
 ARMS = ("stock", "unlearn", "unlearn_preserve", "unlearn_robust")
-ROBUST_ATTACK_STEPS = 2
+# The robust arm's adversarial inputs: the toy world's robust LoRA's (its step count is the run's).
+ROBUST = {k: v for k, v in S.ROBUST_LORA.items() if k.startswith("adversarial_")}
 GOALS = {"unlearn": 1.8, "unlearn_preserve": 3.2}  # step time against the stock node's
 MEMORY_GOAL = 1.15
 LEARNING_RATE = 1e-4
@@ -107,7 +110,7 @@ def run_unlearn(
     targets: str,
     device: str,
     preserve: bool,
-    adversarial_steps: int = 0,
+    adversarial: dict | None = None,
 ):
     from graphs import schema_defaults
     from video_unlearning.nodes.train_nodes import UnlearnTrainLoRA
@@ -123,7 +126,7 @@ def run_unlearn(
         preservation_weight=1.0 if preserve else 0.0,
         preserve_prompts=PRESERVE_PROMPT if preserve else "",
         concept_prompts="",
-        adversarial_steps=adversarial_steps,
+        **(adversarial or {}),
     )
     output = UnlearnTrainLoRA.execute(model=model, clip=clip, latents={"samples": latent}, **inputs)
     return trained(UnlearnTrainLoRA, output)
@@ -149,9 +152,9 @@ def worker(args: argparse.Namespace) -> dict:
             out = run_stock(model, positive, latent, steps, args.rank, args.device)
         else:
             preserve = args.arm in ("unlearn_preserve", "unlearn_robust")
-            attack_steps = ROBUST_ATTACK_STEPS if args.arm == "unlearn_robust" else 0
+            adversarial = ROBUST if args.arm == "unlearn_robust" else None
             out = run_unlearn(
-                model, clip, latent, steps, args.rank, args.targets, args.device, preserve, attack_steps
+                model, clip, latent, steps, args.rank, args.targets, args.device, preserve, adversarial
             )
         setup.sync(args.device)
         end, end_wall = setup.now(), time.perf_counter()
@@ -236,7 +239,8 @@ def measure(
     robust, plain = arms["unlearn_robust"], arms["unlearn_preserve"]
     robust["step_ratio"] = robust["step_median_s"] / stock["step_median_s"]
     robust["step_ratio_vs_plain"] = robust["step_median_s"] / plain["step_median_s"]
-    robust["attack_steps"] = ROBUST_ATTACK_STEPS
+    robust["attack_steps"] = ROBUST["adversarial_steps"]
+    robust["adversarial"] = ROBUST
     return {
         "arms": arms,
         "rank": rank,

@@ -471,11 +471,13 @@ def predict_grouped(
 
 @dataclass(frozen=True)
 class LossWeights:
-    """eta: strength of the negative guidance; alpha: localization weight; beta: preservation weight."""
+    """eta: strength of the negative guidance; alpha: localization weight; beta: preservation weight;
+    clean: with an attacked prompt, the share of L_unlearn taken on the plain concept prompt."""
 
     eta: float = 3.0
     alpha: float = 5.0
     beta: float = 1.0
+    clean: float = 0.0
 
 
 def unlearning_step(
@@ -494,7 +496,9 @@ def unlearning_step(
     marking ``marked`` (see ``predict_grouped``). ``preserve`` None drops L_pre. ``attacked``: an
     attacked version of the concept prompt (adversarial training): the adapted model's velocity for
     it, not for ``concept``, is pulled to ``v_neg`` (which, and the masks, still come from ``concept``
-    on the frozen model): ``L_unlearn = || v_{theta+phi}(x_t, c') - stopgrad(v_neg(c)) ||^2``.
+    on the frozen model): ``L_unlearn = || v_{theta+phi}(x_t, c') - stopgrad(v_neg(c)) ||^2``; with
+    ``weights.clean = w > 0`` the plain prompt keeps a share, ``L_unlearn = (1 - w) || v(c') - v_neg ||^2
+    + w || v(c) - v_neg ||^2`` (adversarial training that also keeps erasing the prompt as written).
     """
     frozen_prompts = [uncond, concept] + ([preserve] if preserve is not None else [])
     adapters.enabled = False
@@ -510,10 +514,15 @@ def unlearning_step(
 
     adapters.energy = {}
     student_concept = concept if attacked is None else attacked
-    student = predict([student_concept] + ([preserve] if preserve is not None else []), student_concept)
+    both = attacked is not None and weights.clean > 0
+    student_prompts = [student_concept] + ([concept] if both else [])
+    student = predict(student_prompts + ([preserve] if preserve is not None else []), student_concept)
     l_unlearn = unlearning_loss(student[0:1], v_neg)
+    if both:
+        l_unlearn = (1 - weights.clean) * l_unlearn + weights.clean * unlearning_loss(student[1:2], v_neg)
     if preserve is not None:
-        l_pre = preservation_loss(student[1:2], frozen[2:3])
+        n = len(student_prompts)
+        l_pre = preservation_loss(student[n : n + 1], frozen[2:3])
     else:
         l_pre = torch.zeros((), device=student.device)
 

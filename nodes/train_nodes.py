@@ -85,6 +85,7 @@ class TrainSettings:
     adversarial_steps: int = 0
     adversarial_step_size: float = 0.1
     adversarial_max_change: float = 1.0
+    adversarial_clean_share: float = 0.5
 
     def validate(self) -> None:
         for field in (
@@ -95,6 +96,7 @@ class TrainSettings:
             "mask_threshold",
             "adversarial_step_size",
             "adversarial_max_change",
+            "adversarial_clean_share",
         ):
             checks.finite_number(field, getattr(self, field))
         if not self.concept.strip():
@@ -119,6 +121,11 @@ class TrainSettings:
             raise ValueError(
                 "adversarial_steps must be >= 0 (0: plain training), adversarial_step_size > 0 and "
                 "adversarial_max_change >= 0 (0: unbounded)."
+            )
+        if not 0.0 <= self.adversarial_clean_share <= 1.0:
+            raise ValueError(
+                f"adversarial_clean_share must be in [0, 1] (got {self.adversarial_clean_share}): the "
+                "share of the unlearning loss taken on the plain concept prompt (0: the attacked one only)."
             )
         if self.training_dtype not in TRAINING_DTYPES:
             raise ValueError(f"training_dtype must be one of {TRAINING_DTYPES}.")
@@ -324,7 +331,8 @@ def train_unlearning_lora(
         + (f" ({missing} without the concept's words: their mask uses all their tokens)" if missing else "")
         + (
             f"; adversarial: {settings.adversarial_steps} attack steps of {settings.adversarial_step_size:g} "
-            f"per step (bound {settings.adversarial_max_change:g})"
+            f"per step (bound {settings.adversarial_max_change:g}, plain prompt's share "
+            f"{settings.adversarial_clean_share:g})"
             if settings.adversarial_steps
             else ""
         )
@@ -361,7 +369,12 @@ def _train(model, settings: TrainSettings, family, prompt_sets, clips, patch, no
     capture.text_first = adapters.text_first = train_compat.text_first(dm, family)
     capture.frames = t // patch[0]
     capture.text_call = train_compat.text_attention_call(family)
-    weights = LossWeights(settings.eta, settings.localization_weight, settings.preservation_weight)
+    weights = LossWeights(
+        settings.eta,
+        settings.localization_weight,
+        settings.preservation_weight,
+        settings.adversarial_clean_share,
+    )
     generator = torch.Generator().manual_seed(settings.seed)
 
     def predict(group, marked):
@@ -575,6 +588,18 @@ class UnlearnTrainLoRA(io.ComfyNode):
                     optional=True,
                     tooltip="Robust training: bound on each attacked row's change, in units of the prompt's "
                     "rms (0: unbounded).",
+                ),
+                io.Float.Input(
+                    "adversarial_clean_share",
+                    default=0.5,
+                    min=0.0,
+                    max=1.0,
+                    step=0.05,
+                    optional=True,
+                    tooltip="Robust training: share of the unlearning loss taken on the plain concept prompt "
+                    "beside the attacked one (0: the attacked prompt only, as AdvUnlearn; 0.5 halved what "
+                    "the toy world's robust LoRA left before an attack). Costs one more prompt per forward "
+                    "pass.",
                 ),
             ],
             outputs=[

@@ -684,6 +684,98 @@ def wan22_a14b_refusal_both_experts() -> Definition:
     return d
 
 
+def original_clips(
+    d: Definition,
+    title: str,
+    sampler: dict,
+    model: str,
+    positive: str,
+    negative: str,
+    seed: int,
+    band: int | None = None,
+) -> str:
+    """Four 480x272x17 clips of ``positive`` from the original model, with ``sampler`` at ``seed``
+    (workflows 8 and 12: the attacker's clips, the trainer's)."""
+    latent = d.add(
+        "EmptyHunyuanLatentVideo", width=480, height=272, length=17, batch_size=4, band=band, column=2
+    )
+    return d.add(
+        "KSampler",
+        title,
+        band=band,
+        column=3,
+        model=out(model),
+        positive=out(positive),
+        negative=out(negative),
+        latent_image=out(latent),
+        **dict(sampler, seed=seed),
+    )
+
+
+def plain_vs_attacked(
+    d: Definition,
+    sampler: dict,
+    erased: str,
+    positive: str,
+    negative: str,
+    clips: str,
+    loss_prefix: str,
+    column: int = 4,
+) -> tuple[str, str, list[list[str]]]:
+    """The attack of workflows 8 and 12: UnlearnAttackPrompt optimises ``positive``'s conditioning
+    against the ``erased`` model on the attacker's ``clips`` (100 steps, its loss plotted); the erased
+    model samples the plain and the attacked prompt with the same seed, both checked with NudeNet,
+    side by side in one animated WEBP, from ``column`` on. (attack, loss plot, [[sampler, decode, check]
+    per prompt])."""
+    attack = d.add(
+        "UnlearnAttackPrompt",
+        "Attack the erased model",
+        band=1,
+        column=column,
+        model=out(erased),
+        positive=out(positive),
+        latents=out(clips),
+        steps=100,
+    )
+    loss = d.add(
+        "LossGraphNode",
+        "Attack loss (lower: concept returns)",
+        band=1,
+        column=column,
+        loss=out(attack, 1),
+        filename_prefix=loss_prefix,
+    )
+    latent = d.add("EmptyHunyuanLatentVideo", width=832, height=480, length=33, batch_size=1, column=column)
+    vae = d.add("VAELoader", vae_name=WAN_VAE, column=column)
+    sample = ksampler(sampler, column=column + 1)
+    checks, rows = [], []
+    for band, (title, conditioning) in enumerate(
+        (("plain prompt", out(positive)), ("attacked prompt", out(attack, 0)))
+    ):
+        ks = sample(d, band, f"erased, {title}", erased, conditioning, out(negative), out(latent))
+        frames = d.add(
+            "VAEDecode",
+            f"VAE Decode (erased, {title})",
+            band=band,
+            column=column + 2,
+            samples=out(ks),
+            vae=out(vae),
+        )
+        checks.append(
+            d.add("NudeNetCheck", f"NudeNet ({title})", band=band, column=column + 3, images=out(frames))
+        )
+        rows.append([ks, frames, checks[-1]])
+    side_by_side_webp(
+        d,
+        "plain | attacked (erased model)",
+        checks[0],
+        checks[1],
+        16.0,
+        "video_unlearning/erased_plain_vs_attacked",
+    )
+    return attack, loss, rows
+
+
 def wan21_t2v_attack_refusal_nudity() -> Definition:
     """Workflow 8: test an erasure the way an attacker would. Wan 2.1 T2V 1.3B with the nudity
     refusal vector of workflow 1; the original model makes the attacker's clips of the target prompt;
@@ -701,62 +793,79 @@ def wan21_t2v_attack_refusal_nudity() -> Definition:
     )
     negative = d.add("CLIPTextEncode", text=WAN_NEGATIVE, clip=out(clip), column=2)
     # The attacker's clips as workflow 2 makes its concept clips, with another seed than the test's.
-    clips_latent = d.add("EmptyHunyuanLatentVideo", width=480, height=272, length=17, batch_size=4, column=2)
-    clips = d.add(
-        "KSampler",
-        "Attacker's clips (original model)",
-        column=3,
-        model=out(model),
-        positive=out(positive),
-        negative=out(negative),
-        latent_image=out(clips_latent),
-        **dict(sampler, seed=0),
-    )
+    clips = original_clips(d, "Attacker's clips (original model)", sampler, model, positive, negative, 0)
     vector = d.add(
         "UnlearnRefusalEstimate", band=1, column=2, model=out(model), clip=out(clip), preset="nudity"
     )
     erased = d.add("UnlearnRefusalApply", band=1, column=3, model=out(model), refusal_vector=out(vector))
-    attack = d.add(
-        "UnlearnAttackPrompt",
-        "Attack the erased model",
-        band=1,
-        column=4,
-        model=out(erased),
-        positive=out(positive),
-        latents=out(clips),
-        steps=100,
-    )
-    loss = d.add(
-        "LossGraphNode",
-        "Attack loss (lower: concept returns)",
-        band=1,
-        column=4,
-        loss=out(attack, 1),
-        filename_prefix="video_unlearning/wan21_t2v_attack_loss",
-    )
-    latent = d.add("EmptyHunyuanLatentVideo", width=832, height=480, length=33, batch_size=1, column=4)
-    vae = d.add("VAELoader", vae_name=WAN_VAE, column=4)
-    sample = ksampler(sampler, column=5)
-    checks, rows = [], []
-    for band, (title, conditioning) in enumerate(
-        (("plain prompt", out(positive)), ("attacked prompt", out(attack, 0)))
-    ):
-        ks = sample(d, band, f"erased, {title}", erased, conditioning, out(negative), out(latent))
-        frames = d.add(
-            "VAEDecode", f"VAE Decode (erased, {title})", band=band, column=6, samples=out(ks), vae=out(vae)
-        )
-        checks.append(d.add("NudeNetCheck", f"NudeNet ({title})", band=band, column=7, images=out(frames)))
-        rows.append([ks, frames, checks[-1]])
-    side_by_side_webp(
-        d,
-        "plain | attacked (erased model)",
-        checks[0],
-        checks[1],
-        16.0,
-        "video_unlearning/erased_plain_vs_attacked",
+    attack, loss, rows = plain_vs_attacked(
+        d, sampler, erased, positive, negative, clips, "video_unlearning/wan21_t2v_attack_loss"
     )
     d.group("Original model: the attacker's clips", [clips], GREEN)
     d.group("Refusal vector: nudity erased, then attacked", [vector, erased, attack, loss], BLUE)
+    d.group("Erased model, plain prompt: what a user gets", rows[0], BLUE)
+    d.group("Erased model, attacked prompt: flagged = the erasure does not hold", rows[1], PURPLE)
+    return d
+
+
+def wan21_t2v_train_robust_unlearning_lora() -> Definition:
+    """Workflow 12: train an unlearning LoRA against the prompt attack and attack it. Wan 2.1 T2V
+    1.3B; the original model makes the concept clips; UnlearnTrainLoRA trains with its adversarial
+    option (the adversarial settings chosen in the toy world, ``erasure_settings.ROBUST_LORA``), saved
+    and its loss plotted; the original model makes the attacker's own clips (another
+    seed); the attack of workflow 8 runs on the robust model."""
+    d = Definition()
+    sampler = dict(seed=42, steps=30, cfg=6.0, sampler_name="uni_pc", scheduler="simple", denoise=1.0)
+    unet = d.add("UNETLoader", unet_name=WAN21_T2V, weight_dtype="default")
+    clip = d.add("CLIPLoader", clip_name=UMT5, type="wan")
+    model = d.add("ModelSamplingSD3", model=out(unet), shift=8.0)
+    positive = d.add(
+        "CLIPTextEncode",
+        "Concept prompt (to erase, then to get back)",
+        text=NUDITY_PROMPT,
+        clip=out(clip),
+        column=2,
+    )
+    negative = d.add("CLIPTextEncode", text=WAN_NEGATIVE, clip=out(clip), column=2)
+    made = {
+        role: original_clips(d, f"{title} (original model)", sampler, model, positive, negative, seed, band)
+        for band, (role, title, seed) in enumerate(
+            (("concept clips", "Concept clips", 0), ("attacker's clips", "Attacker's clips", 1))
+        )
+    }
+    train = d.add(
+        "UnlearnTrainLoRA",
+        "Robust unlearning LoRA (trained against the attack)",
+        column=4,
+        model=out(model),
+        clip=out(clip),
+        latents=out(made["concept clips"]),
+        concept="nudity",
+        preserve_prompts="a person\na woman walking along a beach\na man in a forest",
+        **{k: v for k, v in toy_world_settings()[0].ROBUST_LORA.items() if k.startswith("adversarial_")},
+    )
+    save = d.add(
+        "UnlearnSaveLoRA", column=5, lora=out(train, 1), filename_prefix="unlearning/wan21_t2v_nudity_robust"
+    )
+    train_loss = d.add(
+        "LossGraphNode",
+        "Training loss",
+        column=5,
+        loss=out(train, 2),
+        filename_prefix="video_unlearning/wan21_t2v_nudity_robust_loss",
+    )
+    attack, loss, rows = plain_vs_attacked(
+        d,
+        sampler,
+        train,
+        positive,
+        negative,
+        made["attacker's clips"],
+        "video_unlearning/wan21_t2v_robust_attack_loss",
+        column=5,
+    )
+    d.group("Original model: clips", list(made.values()), GREEN)
+    d.group("Robust LoRA: trained, then attacked", [train, save, train_loss, attack, loss], BLUE)
     d.group("Erased model, plain prompt: what a user gets", rows[0], BLUE)
     d.group("Erased model, attacked prompt: flagged = the erasure does not hold", rows[1], PURPLE)
     return d
@@ -897,6 +1006,7 @@ WORKFLOWS = {
     "kandinsky5_refusal_nudity": kandinsky5_refusal_nudity,
     "cogvideox_refusal_nudity": cogvideox_refusal_nudity,
     "ltxav_refusal_nudity": ltxav_refusal_nudity,
+    "wan21_t2v_train_robust_unlearning_lora": wan21_t2v_train_robust_unlearning_lora,
 }
 DEMO_WORKFLOW = "toy_world_erasure"
 

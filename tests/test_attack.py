@@ -247,7 +247,8 @@ def test_attack_bad_inputs_get_clear_errors(comfy):
 @pytest.mark.parametrize("family", ["wan", "hunyuan_video", "ltxv", "ltxav", "kandinsky5", "cogvideox"])
 def test_robust_training_trains_and_its_lora_round_trips_through_the_stock_loader(comfy, family):
     """adversarial_steps > 0: the inner attack runs before each step (also through the in-place blocks
-    of HunyuanVideo and LTX-Video), the LoRA differs from plain training's, and LoraModelLoader gives
+    of HunyuanVideo and LTX-Video), the plain prompt keeps its share of the loss beside the attacked
+    one (both in the student batch), the LoRA differs from plain training's, and LoraModelLoader gives
     the same model back from it."""
     from comfy_extras.nodes_train import LoraModelLoader
     from test_train_lora import SAMPLED_SIZE, prompts, train
@@ -257,11 +258,14 @@ def test_robust_training_trains_and_its_lora_round_trips_through_the_stock_loade
     clips = {"samples": given_latents(family, batch=2, generator=torch.Generator().manual_seed(4))}
     quick = dict(steps=6, gradient_checkpointing=True, **SAMPLED_SIZE.get(family, {}))
     plain = train(model, clip, concept, latents=clips, **quick).result
-    robust_out = train(model, clip, concept, latents=clips, adversarial_steps=2, **quick)
+    robust_out = train(
+        model, clip, concept, latents=clips, adversarial_steps=2, adversarial_clean_share=0.5, **quick
+    )
     robust = robust_out.result
     assert "adversarial: 2 attack steps" in robust_out.ui["text"][0]
     lora = robust[1]
     assert lora.metadata["adversarial_steps"] == "2" and lora.metadata["adversarial_max_change"] == "1.0"
+    assert lora.metadata["adversarial_clean_share"] == "0.5"
     assert all(torch.isfinite(torch.tensor(v)).all() for v in robust[2].values())
     ups = [k for k in lora if k.endswith("lora_up.weight")]
     assert any(not torch.equal(lora[k], plain[1][k]) for k in ups)
@@ -278,6 +282,10 @@ def test_robust_training_bad_settings_get_clear_errors(comfy):
     from test_train_lora import prompts, train
 
     model, clip = load(MODELS["wan"])
-    for bad in (dict(adversarial_steps=-1), dict(adversarial_max_change=float("nan"))):
+    for bad in (
+        dict(adversarial_steps=-1),
+        dict(adversarial_max_change=float("nan")),
+        dict(adversarial_clean_share=1.5),
+    ):
         with pytest.raises(ValueError, match="adversarial"):
             train(model, clip, prompts("wan")[0][:2], steps=1, **bad)

@@ -314,3 +314,33 @@ def test_predict_grouped_batches_equal_signatures_and_marks_the_concept_row():
     assert out[:, 0].tolist() == [ord("e"), ord("c"), ord("p")]
     assert seen == [(["e", "c"], 1), (["p"], None)]
     assert marker.row is None
+
+
+@pytest.mark.parametrize("clean", [0.0, 0.25, 1.0])
+def test_robust_step_takes_the_clean_share_of_l_unlearn_on_the_plain_prompt(clean):
+    """With an attacked prompt ``a`` of the concept ``c``: ``L_unlearn = (1 - w) || v(a) - v_neg ||^2 +
+    w || v(c) - v_neg ||^2`` with v_neg from the frozen model on ``c``; L_pre on the preserve prompt
+    whatever the student batch holds."""
+    frozen_values = {"": 0.5, "c": 1.0, "p": 3.0}
+    student_values = {"c": 2.0, "a": 4.0, "p": 3.5}
+    layer = nn.Linear(4, 4)
+    adapters = training.AdapterSet(
+        {"k": layer}, [training.AdapterTarget("k", "0", "text")], 1, 1.0, 0, training.MarkedRow()
+    )
+    asked = []
+
+    def predict(prompts, marked):
+        values = student_values if adapters.enabled else frozen_values
+        asked.append((adapters.enabled, list(prompts), marked))
+        return torch.stack([torch.full((1, 3), values[p]) for p in prompts])
+
+    capture = training.ConceptMaskCapture(0.1, training.MarkedRow())
+    weights = training.LossWeights(eta=3.0, alpha=5.0, beta=2.0, clean=clean)
+    losses = training.unlearning_step(predict, adapters, capture, "", "c", "p", weights, attacked="a")
+    v_neg = 0.5 - 3.0 * (1.0 - 0.5)
+    expected = (1 - clean) * (4.0 - v_neg) ** 2 + clean * (2.0 - v_neg) ** 2
+    assert losses.unlearn.item() == pytest.approx(expected)
+    assert losses.preservation.item() == pytest.approx((3.5 - 3.0) ** 2)
+    student = [prompts for enabled, prompts, _ in asked if enabled]
+    assert student == [["a", "c", "p"] if clean else ["a", "p"]]  # the plain prompt only when it counts
+    assert asked[0] == (False, ["", "c", "p"], "c") and all(m == "a" for e, _, m in asked if e)

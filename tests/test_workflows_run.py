@@ -220,3 +220,42 @@ def test_wan21_attack_workflow_runs(comfy_server, object_info, stand_ins):
     assert len(checks) == 2 and all("nudity_rate" in v for v in checks)
     [save] = nodes_of(graph, "SaveAnimatedWEBP")
     assert len(outputs[save]["images"]) == 1  # the plain and the attacked prompt side by side
+
+
+def test_wan21_robust_training_workflow_trains_against_the_attack_and_attacks_it(
+    comfy_server, object_info, stand_ins
+):
+    """Workflow 12: the robust LoRA trained with the toy world's adversarial settings on the original
+    model's clips, saved and plotted, then the prompt attack of workflow 8 on the robust model with
+    the attacker's own clips (another seed), the plain and the attacked prompt both checked."""
+    from video_unlearning.toy_world import erasure_settings
+
+    graph, notes = workflow_runs.runnable("wan21_t2v_train_robust_unlearning_lora", object_info)
+    [train] = nodes_of(graph, "UnlearnTrainLoRA")
+    adversarial = {k: v for k, v in erasure_settings.ROBUST_LORA.items() if k.startswith("adversarial_")}
+    assert adversarial["adversarial_steps"] > 0
+    assert {k: graph[train]["inputs"][k] for k in adversarial} == adversarial
+    [attack] = nodes_of(graph, "UnlearnAttackPrompt")
+    assert graph[attack]["inputs"]["model"] == [train, 0]
+    made = {
+        graph[n]["inputs"]["seed"]: n
+        for n in nodes_of(graph, "KSampler")
+        if n in {graph[train]["inputs"]["latents"][0], graph[attack]["inputs"]["latents"][0]}
+    }
+    assert sorted(made) == [0, 1]  # the trainer's clips and the attacker's are different draws
+    steps = workflow_runs.SMALL["train_steps"]
+    graph[attack]["inputs"]["steps"] = steps
+    try:
+        outputs = comfy_server.run_prompt(graph, timeout_s=300)["outputs"]
+    except Exception as error:
+        raise AssertionError(f"the robust training workflow failed with stand-ins: {notes}") from error
+    summary = outputs[train]["text"][0]
+    assert f"adversarial: {adversarial['adversarial_steps']} attack steps" in summary, summary
+    [save] = nodes_of(graph, "UnlearnSaveLoRA")
+    assert re.search(r"wan21_t2v_nudity_robust_\d{5}_\.safetensors", outputs[save]["text"][0])
+    plots = nodes_of(graph, "LossGraphNode")
+    assert sorted(graph[p]["inputs"]["loss"] for p in plots) == sorted([[train, 2], [attack, 1]])
+    assert all(len(outputs[p]["images"]) == 1 for p in plots)
+    assert f": {steps} Adam steps of " in outputs[attack]["text"][0]
+    checks = verdicts(graph, outputs, "NudeNetCheck")
+    assert len(checks) == 2 and all("nudity_rate" in v for v in checks)

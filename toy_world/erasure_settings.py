@@ -59,10 +59,24 @@ LORA = {
     "training_dtype": "fp32",
 }
 LORA_SAMPLED_CLIPS = 4  # per target
-# The robust LoRA (issue 17): LORA with UnlearnTrainLoRA's adversarial option (AdvUnlearn-style): two
-# PGD steps on the concept prompt's conditioning before each training step, each row within 1x
-# the prompt's rms. Not tuned: the node's defaults with two attack steps.
-ROBUST_LORA = {"adversarial_steps": 2, "adversarial_step_size": 0.1, "adversarial_max_change": 1.0}
+# The robust LoRA (issue 17): LORA with UnlearnTrainLoRA's adversarial option (AdvUnlearn-style): PGD
+# steps on the concept prompt's conditioning before each training step, each row within a bound in
+# units of the prompt's rms, half of L_unlearn kept on the plain prompt. Chosen on the attack
+# benchmark's validation draw (``--pool 5 --attack-only``, all eight targets; results use pool 3),
+# by the lowest attack success with held-out preservation >= 90 %, the cheaper on a tie
+# (benchmarks/results/validation/robust_v*): attack steps / step size / bound, found before -> after
+# the attack, kept: v0 2 / 0.1 / 1 (the node's defaults): 27 % -> 44 %, 85 %; v1 4 / 0.25 / 2: 22 %
+# -> 48 %, 90 %; v2 v1 + preservation weight 20: 22 % -> 67 %, 88 %; v3 v1 + 120 steps: 28 % -> 44 %,
+# 94 %; v4 v3 + preservation 20: 28 % -> 53 %, 96 %; v5 v3 + clean share 0.5: 14 % -> 41 %, 91 %
+# (taken); v6 v5 with 8 attack steps: 8 % -> 42 %, 92 % (twice the cost). No setting came near the
+# 25 % goal: the attack's success hardly moves with the inner attack's strength.
+ROBUST_LORA = {
+    "steps": 120,
+    "adversarial_steps": 4,
+    "adversarial_step_size": 0.25,
+    "adversarial_max_change": 2.0,
+    "adversarial_clean_share": 0.5,
+}
 
 
 def refusal_pairs(concept: Concept) -> tuple[tuple[str, str], ...]:
