@@ -46,8 +46,7 @@ from benchmarks import perf_setup as setup  # noqa: E402
 from toy_world import erasure_settings as S  # noqa: E402
 
 ARMS = ("stock", "unlearn", "unlearn_preserve", "unlearn_robust")
-# The robust arm's adversarial inputs: the toy world's robust LoRA's (its step count is the run's).
-ROBUST = {k: v for k, v in S.ROBUST_LORA.items() if k.startswith("adversarial_")}
+ROBUST = S.ROBUST_ADVERSARIAL  # the robust arm's adversarial inputs (its step count is the run's)
 GOALS = {"unlearn": 1.8, "unlearn_preserve": 3.2}  # step time against the stock node's
 MEMORY_GOAL = 1.15
 LEARNING_RATE = 1e-4

@@ -75,6 +75,8 @@ LTXAV_NEGATIVE = (
 # The LoRA workflow 2 saves (UnlearnSaveLoRA numbers it) and a HunyuanVideo one for workflow 3.
 HUNYUAN_LORA = "unlearning/hunyuan_video_nudity_00001_.safetensors"
 # Group colours (from the canvas's own palette).
+# Workflows 1, 8 and 12 sample Wan 2.1 T2V 1.3B with these (each branch the same seed).
+WAN21_SAMPLER = dict(seed=42, steps=30, cfg=6.0, sampler_name="uni_pc", scheduler="simple", denoise=1.0)
 BLUE, GREEN, PURPLE = "#3f789e", "#8A8", "#a1309b"
 
 
@@ -212,7 +214,7 @@ def wan21_t2v_refusal_nudity() -> Definition:
     """Workflow 1: estimate and apply a nudity refusal vector on Wan 2.1 T2V 1.3B; sample the same
     prompt and seed with the original and the erased model; check both with NudeNet; side by side."""
     d = Definition()
-    sampler = dict(seed=42, steps=30, cfg=6.0, sampler_name="uni_pc", scheduler="simple", denoise=1.0)
+    sampler = WAN21_SAMPLER
     unet = d.add("UNETLoader", unet_name=WAN21_T2V, weight_dtype="default")
     clip = d.add("CLIPLoader", clip_name=UMT5, type="wan")
     vae = d.add("VAELoader", vae_name=WAN_VAE, column=5)
@@ -230,13 +232,18 @@ def wan21_t2v_refusal_nudity() -> Definition:
     )
 
 
+def wan21_t2v_model(d: Definition) -> tuple[str, str]:
+    """(CLIP, MODEL) of workflows 2, 8 and 12: Wan 2.1 T2V 1.3B, its umT5, ModelSamplingSD3 shift 8."""
+    unet = d.add("UNETLoader", unet_name=WAN21_T2V, weight_dtype="default")
+    clip = d.add("CLIPLoader", clip_name=UMT5, type="wan")
+    return clip, d.add("ModelSamplingSD3", model=out(unet), shift=8.0)
+
+
 def wan21_t2v_train_unlearning_lora() -> Definition:
     """Workflow 2: clips of the concept from the original Wan 2.1 T2V model, an unlearning LoRA
     trained on them (T2VUnlearning), saved to models/loras, and its loss plotted."""
     d = Definition()
-    unet = d.add("UNETLoader", unet_name=WAN21_T2V, weight_dtype="default")
-    clip = d.add("CLIPLoader", clip_name=UMT5, type="wan")
-    model = d.add("ModelSamplingSD3", model=out(unet), shift=8.0)
+    clip, model = wan21_t2v_model(d)
     positive = d.add("CLIPTextEncode", "Concept prompt", text=NUDITY_PROMPT, clip=out(clip))
     negative = d.add("CLIPTextEncode", text=WAN_NEGATIVE, clip=out(clip))
     latent = d.add("EmptyHunyuanLatentVideo", width=480, height=272, length=17, batch_size=4, column=1)
@@ -784,10 +791,8 @@ def wan21_t2v_attack_refusal_nudity() -> Definition:
     with the same seed, both checked with NudeNet, side by side. The attacked clip flagged: the
     erasure does not hold against this attack."""
     d = Definition()
-    sampler = dict(seed=42, steps=30, cfg=6.0, sampler_name="uni_pc", scheduler="simple", denoise=1.0)
-    unet = d.add("UNETLoader", unet_name=WAN21_T2V, weight_dtype="default")
-    clip = d.add("CLIPLoader", clip_name=UMT5, type="wan")
-    model = d.add("ModelSamplingSD3", model=out(unet), shift=8.0)
+    sampler = WAN21_SAMPLER
+    clip, model = wan21_t2v_model(d)
     positive = d.add(
         "CLIPTextEncode", "Target prompt (concept to get back)", text=NUDITY_PROMPT, clip=out(clip), column=2
     )
@@ -815,10 +820,8 @@ def wan21_t2v_train_robust_unlearning_lora() -> Definition:
     and its loss plotted; the original model makes the attacker's own clips (another
     seed); the attack of workflow 8 runs on the robust model."""
     d = Definition()
-    sampler = dict(seed=42, steps=30, cfg=6.0, sampler_name="uni_pc", scheduler="simple", denoise=1.0)
-    unet = d.add("UNETLoader", unet_name=WAN21_T2V, weight_dtype="default")
-    clip = d.add("CLIPLoader", clip_name=UMT5, type="wan")
-    model = d.add("ModelSamplingSD3", model=out(unet), shift=8.0)
+    sampler = WAN21_SAMPLER
+    clip, model = wan21_t2v_model(d)
     positive = d.add(
         "CLIPTextEncode",
         "Concept prompt (to erase, then to get back)",
@@ -842,7 +845,7 @@ def wan21_t2v_train_robust_unlearning_lora() -> Definition:
         latents=out(made["concept clips"]),
         concept="nudity",
         preserve_prompts="a person\na woman walking along a beach\na man in a forest",
-        **{k: v for k, v in toy_world_settings()[0].ROBUST_LORA.items() if k.startswith("adversarial_")},
+        **toy_world_settings()[0].ROBUST_ADVERSARIAL,
     )
     save = d.add(
         "UnlearnSaveLoRA", column=5, lora=out(train, 1), filename_prefix="unlearning/wan21_t2v_nudity_robust"

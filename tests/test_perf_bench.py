@@ -102,7 +102,7 @@ def test_perf_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     # The toy world's chosen robust settings, as UnlearnTrainLoRA gets them.
     from video_unlearning.toy_world import erasure_settings
 
-    chosen = {k: v for k, v in erasure_settings.ROBUST_LORA.items() if k.startswith("adversarial_")}
+    chosen = erasure_settings.ROBUST_ADVERSARIAL
     assert positive(robust["step_ratio_vs_plain"]) and robust["adversarial"] == chosen
     assert robust["attack_steps"] == chosen["adversarial_steps"] > 0
 

@@ -232,7 +232,7 @@ def test_wan21_robust_training_workflow_trains_against_the_attack_and_attacks_it
 
     graph, notes = workflow_runs.runnable("wan21_t2v_train_robust_unlearning_lora", object_info)
     [train] = nodes_of(graph, "UnlearnTrainLoRA")
-    adversarial = {k: v for k, v in erasure_settings.ROBUST_LORA.items() if k.startswith("adversarial_")}
+    adversarial = erasure_settings.ROBUST_ADVERSARIAL
     assert adversarial["adversarial_steps"] > 0
     assert {k: graph[train]["inputs"][k] for k in adversarial} == adversarial
     [attack] = nodes_of(graph, "UnlearnAttackPrompt")

@@ -70,13 +70,13 @@ LORA_SAMPLED_CLIPS = 4  # per target
 # 94 %; v4 v3 + preservation 20: 28 % -> 53 %, 96 %; v5 v3 + clean share 0.5: 14 % -> 41 %, 91 %
 # (taken); v6 v5 with 8 attack steps: 8 % -> 42 %, 92 % (twice the cost). No setting came near the
 # 25 % goal: the attack's success hardly moves with the inner attack's strength.
-ROBUST_LORA = {
-    "steps": 120,
+ROBUST_ADVERSARIAL = {  # UnlearnTrainLoRA's adversarial inputs (also workflow 12's and the perf benchmark's)
     "adversarial_steps": 4,
     "adversarial_step_size": 0.25,
     "adversarial_max_change": 2.0,
     "adversarial_clean_share": 0.5,
 }
+ROBUST_LORA = {"steps": 120, **ROBUST_ADVERSARIAL}
 
 
 def refusal_pairs(concept: Concept) -> tuple[tuple[str, str], ...]:
