@@ -5,7 +5,7 @@
     python scripts/dev.py demo                 set everything up, run the demo through a real ComfyUI
     python scripts/dev.py setup                only set up (.venv/ and the ComfyUI tree in .cache/)
     python scripts/dev.py host                 start the test host and keep it running (Ctrl-C ends)
-    python scripts/dev.py bench efficacy|attacks|perf [args]   run a benchmark (benchmarks/<name>.py --help)
+    python scripts/dev.py bench NAME [args]    run a benchmark: efficacy, attacks, perf, lexicon (--help)
     python scripts/dev.py lint                 ruff check and ruff format --check
 
 Every command first makes sure of its environment, so a fresh clone needs nothing else:
@@ -188,6 +188,7 @@ BENCHMARKS = {
     "efficacy": "benchmarks/efficacy.py",
     "attacks": "benchmarks/attacks.py",
     "perf": "benchmarks/perf.py",
+    "lexicon": "benchmarks/lexicon_probe.py",
 }
 
 

@@ -309,6 +309,36 @@ HELD_OUT = Vocabulary(
 )
 
 
+# A third vocabulary, for choosing designs of the world itself (the lexicon probe), so that the
+# held-out vocabulary stays a pure evaluation set: disjoint from both (``check_vocabularies``).
+VALIDATION = Vocabulary(
+    colours={
+        "red": ("carmine", "cerise", "rust coloured", "cranberry coloured"),
+        "blue": ("periwinkle", "turquoise", "lapis", "woad coloured"),
+        "green": ("chartreuse", "viridian", "pistachio coloured", "malachite"),
+        "yellow": ("flaxen", "citrine", "maize coloured", "topaz"),
+    },
+    shapes={
+        "ball": ("globule", "pearl", "pompom"),
+        "cube": ("crate", "hexahedron", "cuboid"),
+        "star": ("pentacle", "hexagram", "nova"),
+    },
+    motions={
+        "bouncing": ("bounding", "vaulting"),
+        "sliding left": ("coasting portward", "veering portward"),
+        "sliding right": ("coasting toward sunrise", "veering toward sunrise"),
+        "spinning": ("pirouetting", "gyrating"),
+    },
+    templates=(
+        "{a} {c} {o} {m}",
+        "look, {a} {c} {o} {m}",
+        "clip of {a} {c} {o} {m}, bare backdrop",
+        "{a} single {c} {o}, {m}",
+        "we observe {a} {c} {o} {m} calmly",
+    ),
+)
+
+
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
@@ -318,22 +348,30 @@ def _fill(template: str, colour: str, shape: str, motion: str) -> str:
 
 
 def check_vocabularies() -> None:
-    """Raise ValueError if a held-out attribute word is a training word or a compound around one.
+    """Raise ValueError if a held-out attribute word is a training word or a compound around one, or
+    a validation word is a training or held-out word or a compound around one (``check_disjoint``)."""
+    check_disjoint(HELD_OUT, (TRAIN,))
+    check_disjoint(VALIDATION, (TRAIN, HELD_OUT))
+
+
+def check_disjoint(held_out: Vocabulary, against: tuple[Vocabulary, ...]) -> None:
+    """Raise ValueError if an attribute word of ``held_out`` is a word of ``against`` or a compound
+    around one.
 
     Compounds: a held-out word containing a training word of four letters or more ("starburst"
     holds "star"), or contained in one; shorter words (red) only count as whole words, since
     "coloured" is no compound of "red".
     """
-    train_words = TRAIN.words()
-    for word in sorted(HELD_OUT.words()):
+    train_words = set().union(*(v.words() for v in against))
+    for word in sorted(held_out.words()):
         clashes = [
             t for t in train_words if t == word or (min(len(t), len(word)) >= 4 and (t in word or word in t))
         ]
         if clashes:
-            raise ValueError(f"held-out word {word!r} overlaps training words {clashes}")
+            raise ValueError(f"held-out word {word!r} overlaps training words {sorted(clashes)}")
 
 
-def _sample(vocabulary: Vocabulary, concept: Concept, count: int, seed: int) -> list[str]:
+def sample_prompts(vocabulary: Vocabulary, concept: Concept, count: int, seed: int) -> list[str]:
     """``count`` distinct prompts of ``concept`` from ``vocabulary``, a seeded draw (all when fewer)."""
     size = vocabulary.size(concept)
     generator = torch.Generator().manual_seed(seed * 1009 + CONCEPTS.index(concept))
@@ -349,7 +387,7 @@ def train_prompts(concept: Concept, count: int, pool: int) -> list[str]:
     held-out vocabulary) never meet. Different pools may share prompts: they are draws from the
     same vocabulary, not partitions of it.
     """
-    prompts = _sample(TRAIN, concept, count, seed=1 + pool)
+    prompts = sample_prompts(TRAIN, concept, count, seed=1 + pool)
     if pool == 0:
         prompts = [concept.prompt] + [p for p in prompts if p != concept.prompt][: count - 1]
     return prompts
@@ -364,10 +402,10 @@ def unseen_phrasings(concept: Concept, count: int, pool: int, exclude: set[str] 
     """``count`` training-vocabulary prompts of ``concept`` that the toy model never saw in training
     and that are not in ``exclude`` (what a method was given): new sentences of known words."""
     seen = set(model_training_prompts(concept)) | set(exclude)
-    draw = _sample(TRAIN, concept, count + len(seen), seed=1 + pool)
+    draw = sample_prompts(TRAIN, concept, count + len(seen), seed=1 + pool)
     return [p for p in draw if p not in seen][:count]
 
 
 def held_out_prompts(concept: Concept, count: int, pool: int = 0) -> list[str]:
     """``count`` held-out-vocabulary prompts of ``concept`` (all when the vocabulary has fewer)."""
-    return _sample(HELD_OUT, concept, count, seed=1000 + pool)
+    return sample_prompts(HELD_OUT, concept, count, seed=1000 + pool)
