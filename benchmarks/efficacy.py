@@ -187,7 +187,12 @@ def erased_model(graph: Graph, job: Job, model: str, clip: str, settings: dict, 
             blocks=settings["refusal"]["blocks"],
         )
     if job.method == "unlearning_lora":
-        lora = dict(settings["lora"], concept=S.concept_words(job.targets))
+        # Steps and self-sampled clips per target: each concept gets a one-concept LoRA's updates.
+        lora = dict(
+            settings["lora"],
+            concept=S.concept_words(job.targets),
+            steps=settings["lora"]["steps"] * len(job.targets),
+        )
         return graph.node(
             "UnlearnTrainLoRA",
             model=Graph.out(model),
@@ -461,6 +466,40 @@ def plan(methods: tuple[str, ...], targets: tuple[world.Concept, ...], multi: bo
     return jobs
 
 
+def job_key(job: Job) -> str:
+    """The job's key in the report's ``raw`` and ``seconds_per_job``: "method:target[ + target...]"."""
+    return f"{job.method}:{job.name}"
+
+
+def _rerun_base(
+    out_dir: Path, jobs: list[Job], rerun: tuple[str, ...], options: dict, settings: dict
+) -> dict:
+    """The report in ``out_dir`` that a ``rerun`` replaces jobs in, checked to have been made with the
+    same jobs, options and settings (ValueError naming what differs); with ``rerun_keys`` added.
+    ``multi`` in a key stands for the three-at-once targets."""
+    multi_name = Job("", S.MULTI_TARGETS).name
+    keys = {k.replace(":multi", f":{multi_name}") for k in rerun}
+    known = {job_key(j) for j in jobs}
+    if "none:all" in keys or keys - known:
+        bad = sorted(keys - known | ({"none:all"} & keys))
+        raise ValueError(
+            f"--rerun: {bad} are not rerunnable jobs; expected some of {sorted(known - {'none:all'})}"
+        )
+    path = out_dir / f"{RESULTS_STEM}.json"
+    if not path.exists():
+        raise ValueError(f"--rerun: there is no report to replace jobs in at {path}")
+    earlier = json.loads(path.read_text())
+    differ = [k for k, v in options.items() if earlier.get(k) != v]
+    differ += [
+        f"settings.{k}" for k in ("sampling", "refusal", "lora") if earlier["settings"].get(k) != settings[k]
+    ]
+    if set(earlier["raw"]) != known:
+        differ.append("jobs (methods or targets)")
+    if differ:
+        raise ValueError(f"--rerun: {path} was made with other {', '.join(differ)}; run every job instead")
+    return dict(earlier, rerun_keys=keys)
+
+
 def run(
     server,
     *,
@@ -473,6 +512,7 @@ def run(
     sampling_steps: int | None = None,
     pool: int = EVAL_POOL,
     overrides: dict[str, dict] | None = None,
+    rerun: tuple[str, ...] = (),
     out_dir: Path = RESULTS_DIR,
 ) -> dict:
     """Run every job on ``server`` (a started ComfyServer whose base has the toy model); write results.
@@ -480,6 +520,9 @@ def run(
     ``pool``: which seeded draw of unseen phrasings to judge on (EVAL_POOL for results; another
     one, a validation draw, when choosing settings). ``overrides``: {"refusal"|"lora": {key: value}}
     over ``erasure_settings`` (for choosing settings on a validation pool, never on EVAL_POOL).
+    ``rerun``: job keys ("unlearning_lora:red ball", "refusal_vector:multi"): only these run, and
+    replace theirs in the report already in ``out_dir``, which must have been made with the same
+    methods, targets, clips, pool and settings (``_rerun_base``); the other jobs are kept.
     """
     text.check_vocabularies()
     started = time.monotonic()
@@ -493,7 +536,17 @@ def run(
     all_targets = tuple(dict.fromkeys([*targets, *(S.MULTI_TARGETS if multi else ())]))
     raw: dict[str, dict] = {}
     seconds: dict[str, float] = {}
+    earlier = None
+    if rerun:
+        earlier = _rerun_base(
+            out_dir, jobs, rerun, dict(pool=pool, clips=clips, kept_clips=kept_clips), settings
+        )
+        raw = {k: v for k, v in earlier["raw"].items() if k not in earlier["rerun_keys"]}
+        seconds = {k: v for k, v in earlier["seconds_per_job"].items() if k not in earlier["rerun_keys"]}
+        started -= sum(seconds.values())  # the report's wall time: kept jobs' time plus this run's
     for job in jobs:
+        if earlier is not None and job_key(job) not in earlier["rerun_keys"]:
+            continue
         sets = (
             baseline_sets(all_targets, clips, kept_clips, pool)
             if job.method == "none"
@@ -502,7 +555,7 @@ def run(
         graph, detects = job_graph(job, sets, settings)
         t0 = time.monotonic()
         entry = server.run_prompt(graph.nodes, timeout_s=3600)
-        key = f"{job.method}:{job.name}"
+        key = job_key(job)
         seconds[key] = time.monotonic() - t0
         raw[key] = count_hits(entry, detects, sets)
         print(f"{key}: {len(graph.nodes)} nodes in {seconds[key]:.0f}s", flush=True)
@@ -514,6 +567,7 @@ def run(
             **settings,
             "latent": S.LATENT,
             "lora_sampled_clips_per_target": S.LORA_SAMPLED_CLIPS,
+            "lora_steps_per_target": True,  # settings["lora"]["steps"] times the job's targets
             "given_per_concept": S.GIVEN_PER_CONCEPT,
             "how_chosen": (S.__doc__ or "").split("The hyperparameters", 1)[-1].strip(),
         },
@@ -532,8 +586,10 @@ def run(
         "seconds_per_job": seconds,
         "understanding": understanding(raw["none:all"]),
         "methods": summarise(raw, jobs),
-        "raw": raw,
+        "raw": {k: raw[k] for k in map(job_key, jobs)},
     }
+    if earlier is not None:
+        report["rerun"] = sorted(earlier["rerun_keys"])
     write_atomic(out_dir / f"{RESULTS_STEM}.json", json.dumps(report, indent=1) + "\n")
     write_atomic(out_dir / f"{RESULTS_STEM}.md", markdown(report))
     return report
@@ -560,6 +616,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="METHOD.KEY=VALUE",
         help="override a setting, e.g. refusal.strength=1.0 (choose settings with --pool other than "
         f"{EVAL_POOL})",
+    )
+    parser.add_argument(
+        "--rerun",
+        action="append",
+        default=[],
+        metavar="METHOD:TARGETS",
+        help="run only this job (e.g. unlearning_lora:multi, refusal_vector:red ball) and replace it in "
+        "the report in --out, made with the same options",
     )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the JSON and markdown")
     parser.add_argument("--readme", action="store_true", help="also put the table into README.md")
@@ -596,6 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         kept_clips=args.kept_clips,
         lora_steps=args.lora_steps,
         multi=not args.no_multi,
+        rerun=tuple(args.rerun),
     )
     names = args.targets.split(",") if args.targets else None
     if args.quick:

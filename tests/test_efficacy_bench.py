@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import efficacy  # noqa: E402
 
@@ -61,3 +63,34 @@ def test_efficacy_benchmark_runs_every_method_and_three_targets_at_once(comfy_se
             for prompt in prompts:
                 assert not set(prompt.lower().replace(",", " ").replace(":", " ").split()) & train_words
     assert written["understanding"]["new_words"]["clips"] == 8 * efficacy.CLIPS_PER_PROMPT
+
+    # --rerun: only the named job runs; every other job's readings are kept from the report.
+    options = dict(targets=(target,), clips=1, kept_clips=1, lora_steps=2, sampling_steps=4, out_dir=tmp_path)
+    rerun = efficacy.run(comfy_server, rerun=("unlearning_lora:multi",), **options)
+    multi_key = "unlearning_lora:red ball + blue cube + yellow star"
+    assert rerun["rerun"] == [multi_key]
+    assert list(rerun["raw"]) == list(written["raw"])
+    assert {k: v for k, v in rerun["raw"].items() if k != multi_key} == {
+        k: v for k, v in written["raw"].items() if k != multi_key
+    }
+    assert rerun["seconds_per_job"].keys() == written["seconds_per_job"].keys()
+    with pytest.raises(ValueError, match="made with other clips; run every job"):
+        efficacy.run(comfy_server, rerun=("unlearning_lora:multi",), **dict(options, clips=2))
+    with pytest.raises(ValueError, match="'none:all'.* not rerunnable"):
+        efficacy.run(comfy_server, rerun=("none:all",), **options)
+    with pytest.raises(ValueError, match="'lora:green star'.* not rerunnable"):
+        efficacy.run(comfy_server, rerun=("lora:green star",), **options)
+
+
+def test_a_lora_for_several_concepts_trains_each_one_s_steps_and_clips():
+    settings = {
+        "sampling": dict(efficacy.S.SAMPLING),
+        "refusal": dict(efficacy.S.REFUSAL),
+        "lora": dict(efficacy.S.LORA),
+    }
+    for targets in ((world.concept_named("green star"),), efficacy.S.MULTI_TARGETS):
+        job = efficacy.Job("unlearning_lora", targets)
+        graph, _ = efficacy.job_graph(job, efficacy.job_sets(targets, 1, 1, efficacy.EVAL_POOL), settings)
+        (trainer,) = [n["inputs"] for n in graph.nodes.values() if n["class_type"] == "UnlearnTrainLoRA"]
+        assert trainer["steps"] == len(targets) * efficacy.S.LORA["steps"]
+        assert trainer["sampled_clips"] == len(targets) * efficacy.S.LORA_SAMPLED_CLIPS
